@@ -1,0 +1,57 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TALLY := $(VENV)/bin/tally
+STAMP := $(VENV)/.installed
+
+# The test stack lives apart from the `make run` one: its own data directory and ports.
+TEST_ENV := TALLY_DATA_DIR=.tally/test \
+	TALLY_PG_DSN=postgresql://postgres@127.0.0.1:25432/tally_test \
+	TALLY_REDIS_URL=redis://127.0.0.1:26379/0 \
+	TALLY_KAFKA_BOOTSTRAP=127.0.0.1:29092 \
+	TALLY_ES_URL=http://127.0.0.1:29200 \
+	TALLY_COMMAND_API_PORT=28000 \
+	TALLY_QUERY_API_PORT=28001
+
+.PHONY: install run test lint typecheck stack-up stack-down bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v python3.11 >/dev/null || command -v python3 >/dev/null || { echo "python 3.11 is required"; exit 1; }
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+run: install
+	$(TALLY) run
+
+stack-up: install
+	$(TALLY) stack up
+
+stack-down: install
+	$(TALLY) stack down
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: install lint typecheck
+	$(TEST_ENV) $(TALLY) stack up
+	$(TEST_ENV) $(TALLY) migrate
+	$(TEST_ENV) $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: install
+	$(TALLY) stack up
+	$(TALLY) migrate
+	$(PY) bench/write.py
+
+clean:
+	-$(TEST_ENV) $(TALLY) stack down
+	-$(TALLY) stack down
+	rm -rf .tally

@@ -1,0 +1,1 @@
+"""Pure deciders: ``decide(command, state) -> events`` and ``evolve(state, event) -> state``."""

@@ -1,0 +1,165 @@
+"""Plan a batch of commands against loaded state: pure, no I/O.
+
+Commands of one batch are decided in order, each on the state left by the ones before it, so
+two commands on the same stream in one batch chain correctly. A domain error fails only its
+own command.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from command_api.deciders import comment, vote
+from command_api.deciders.comment import (
+    CommentCommand,
+    CommentState,
+    DeleteComment,
+    EditComment,
+    PostComment,
+)
+from command_api.deciders.errors import DomainError
+from command_api.deciders.vote import CastVote, RetractVote, VoteCommand, VoteState
+from event_store.port import PendingEvent, stream_of_comment, stream_of_vote
+from schemas.api import CommentChanged, CommentCreated, Reply, VoteRecorded
+from schemas.events import CommentEvent, VoteEvent
+
+Command = CommentCommand | VoteCommand
+VoteKey = tuple[UUID, str]
+
+
+class CommandPlan(msgspec.Struct, kw_only=True):
+    """What one command does: its events, and the reply before positions are known.
+
+    ``noop_stream`` names the stream whose latest position answers a command that
+    appended nothing (``None`` when the stream is empty).
+    """
+
+    events: list[PendingEvent]
+    reply: Reply
+    noop_stream: tuple[str, int] | None = None
+
+
+class BatchPlan(msgspec.Struct, kw_only=True):
+    """The whole batch: one plan or domain error per command, and the state to save."""
+
+    outcomes: list[CommandPlan | DomainError]
+    comments: dict[UUID, CommentState]
+    votes: dict[VoteKey, VoteState]
+    new_comments: dict[UUID, PostComment]
+
+
+def plan_batch(
+    commands: list[Command],
+    comments: dict[UUID, CommentState],
+    votes: dict[VoteKey, tuple[int, int]],
+    now: datetime,
+    correlation_ids: list[str | None] | None = None,
+) -> BatchPlan:
+    """Decide every command in order on the loaded state.
+
+    ``comments`` holds every loaded comment; ``votes`` maps (comment, user) to the stored
+    (value, version); a stream missing from it has never been written.
+    """
+    comment_state = dict(comments)
+    vote_state: dict[VoteKey, VoteState] = {}
+    changed_comments: dict[UUID, CommentState] = {}
+    new_comments: dict[UUID, PostComment] = {}
+    outcomes: list[CommandPlan | DomainError] = []
+    for index, command in enumerate(commands):
+        correlation_id = correlation_ids[index] if correlation_ids else None
+        try:
+            match command:
+                case PostComment() | EditComment() | DeleteComment():
+                    plan, state = _plan_comment(command, comment_state, now, correlation_id)
+                    if plan.events:
+                        comment_state[command.comment_id] = state
+                        changed_comments[command.comment_id] = state
+                        if isinstance(command, PostComment):
+                            new_comments[command.comment_id] = command
+                case CastVote() | RetractVote():
+                    key = (command.comment_id, command.user_id)
+                    current = vote_state.get(key) or _loaded_vote(
+                        votes.get(key), comment_state.get(command.comment_id)
+                    )
+                    plan, new_vote = _plan_vote(command, current, correlation_id)
+                    vote_state[key] = new_vote
+        except DomainError as error:
+            outcomes.append(error)
+            continue
+        outcomes.append(plan)
+    changed_votes = {
+        key: state
+        for key, state in vote_state.items()
+        if votes.get(key, (0, 0))[1] != state.version
+    }
+    return BatchPlan(
+        outcomes=outcomes, comments=changed_comments, votes=changed_votes, new_comments=new_comments
+    )
+
+
+def _loaded_vote(row: tuple[int, int] | None, target: CommentState | None) -> VoteState:
+    value, version = row or (0, 0)
+    state = vote.initial_state(target or comment.initial_state)
+    return msgspec.structs.replace(state, value=value, version=version)
+
+
+def _plan_comment(
+    command: CommentCommand,
+    states: dict[UUID, CommentState],
+    now: datetime,
+    correlation_id: str | None,
+) -> tuple[CommandPlan, CommentState]:
+    state = states.get(command.comment_id, comment.initial_state)
+    if isinstance(command, PostComment):
+        parent = states.get(command.parent_id) if command.parent_id else None
+        comment.check_parent(command, parent)
+    events: list[CommentEvent] = comment.decide(command, state)
+    new_state = state
+    for event in events:
+        new_state = comment.evolve(new_state, event)
+    stream = stream_of_comment(command.comment_id)
+    pending = _pending(stream, state.version, events, correlation_id)
+    reply: Reply
+    if isinstance(command, PostComment):
+        reply = CommentCreated(id=command.comment_id, created_at=now, position=0)
+    else:
+        reply = CommentChanged(id=command.comment_id, position=0)
+    noop = (stream, state.version) if not events and state.version else None
+    return CommandPlan(events=pending, reply=reply, noop_stream=noop), new_state
+
+
+def _plan_vote(
+    command: VoteCommand, state: VoteState, correlation_id: str | None
+) -> tuple[CommandPlan, VoteState]:
+    events: list[VoteEvent] = vote.decide(command, state)
+    new_state = state
+    for event in events:
+        new_state = vote.evolve(new_state, event)
+    stream = stream_of_vote(command.comment_id, command.user_id)
+    reply = VoteRecorded(
+        comment_id=command.comment_id, value=new_state.value, previous=state.value, position=0
+    )
+    noop = (stream, state.version) if not events and state.version else None
+    plan = CommandPlan(
+        events=_pending(stream, state.version, events, correlation_id),
+        reply=reply,
+        noop_stream=noop,
+    )
+    return plan, new_state
+
+
+def _pending(
+    stream: str,
+    version: int,
+    events: list[CommentEvent] | list[VoteEvent],
+    correlation_id: str | None,
+) -> list[PendingEvent]:
+    return [
+        PendingEvent(
+            stream_id=stream, stream_version=version + n, event=e, correlation_id=correlation_id
+        )
+        for n, e in enumerate(events, start=1)
+    ]

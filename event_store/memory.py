@@ -1,0 +1,66 @@
+"""An in-memory event store for unit tests of the write path; same contract as PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from uuid import uuid4
+
+from event_store.errors import ConcurrencyError
+from schemas.envelope import Envelope
+from schemas.events import Event
+
+
+class InMemoryEventStore:
+    """Keeps the log in a list; positions start at 1 and have no holes."""
+
+    def __init__(self) -> None:
+        self._log: list[Envelope] = []
+        self._versions: dict[str, int] = {}
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        correlation_id: str | None = None,
+    ) -> list[int]:
+        """See ``EventStore.append``."""
+        current = self._versions.get(stream_id, 0)
+        if current != expected_version:
+            raise ConcurrencyError(
+                f"{stream_id} is at version {current}, expected {expected_version}"
+            )
+        now = datetime.now(UTC)
+        positions = []
+        for offset, event in enumerate(events, start=1):
+            position = len(self._log) + 1
+            self._log.append(
+                Envelope(
+                    event_id=uuid4(),
+                    stream_id=stream_id,
+                    stream_version=current + offset,
+                    position=position,
+                    occurred_at=now,
+                    correlation_id=correlation_id,
+                    event=event,
+                )
+            )
+            positions.append(position)
+        self._versions[stream_id] = current + len(events)
+        return positions
+
+    async def read_stream(self, stream_id: str) -> list[Envelope]:
+        """See ``EventStore.read_stream``."""
+        return [e for e in self._log if e.stream_id == stream_id]
+
+    async def read_all(
+        self, after: int = 0, batch_size: int = 1000
+    ) -> AsyncIterator[list[Envelope]]:
+        """See ``EventStore.read_all``."""
+        for start in range(after, len(self._log), batch_size):
+            yield self._log[start : start + batch_size]
+
+    async def head(self) -> int:
+        """See ``EventStore.head``."""
+        return len(self._log)

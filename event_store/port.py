@@ -1,0 +1,62 @@
+"""The event store port: append with expected version, read a stream, read everything."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+from uuid import UUID, uuid4
+
+import msgspec
+
+from schemas.envelope import Envelope
+from schemas.events import Event
+
+
+class PendingEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event decided but not yet recorded, with the stream version it will get."""
+
+    stream_id: str
+    stream_version: int
+    event: Event
+    event_id: UUID = msgspec.field(default_factory=uuid4)
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+class EventStore(Protocol):
+    """What the write side and the operators need from a log."""
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        correlation_id: str | None = None,
+    ) -> list[int]:
+        """Append ``events`` if the stream is at ``expected_version``; return their positions.
+
+        Raises ``ConcurrencyError`` if the stream has another version.
+        """
+        ...
+
+    async def read_stream(self, stream_id: str) -> list[Envelope]:
+        """Every event of one stream, oldest first."""
+        ...
+
+    def read_all(self, after: int = 0, batch_size: int = 1000) -> AsyncIterator[list[Envelope]]:
+        """Every event with a position above ``after``, in position order, in batches."""
+        ...
+
+    async def head(self) -> int:
+        """The highest position recorded so far (0 when empty)."""
+        ...
+
+
+def stream_of_comment(comment_id: UUID) -> str:
+    """The stream id of a comment's own events."""
+    return f"comment-{comment_id}"
+
+
+def stream_of_vote(comment_id: UUID, user_id: str) -> str:
+    """The stream id of one user's vote on one comment."""
+    return f"vote-{comment_id}-{user_id}"

@@ -1,0 +1,1 @@
+"""Data only: event and API body definitions shared by every process."""

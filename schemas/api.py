@@ -1,0 +1,51 @@
+"""HTTP request and response bodies. Requests forbid unknown fields."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+
+from schemas.events import VoteValue
+
+CommentableId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+Content = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+
+
+class PostCommentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    commentable_id: CommentableId
+    content: Content
+    parent_id: UUID | None = None
+
+
+class EditCommentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    content: Content
+
+
+class VoteBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    value: VoteValue
+
+
+class CommentCreated(msgspec.Struct, frozen=True):
+    id: UUID
+    created_at: datetime
+    position: int
+
+
+class CommentChanged(msgspec.Struct, frozen=True):
+    id: UUID
+    position: int
+
+
+class VoteRecorded(msgspec.Struct, frozen=True):
+    comment_id: UUID
+    value: VoteValue
+    previous: VoteValue
+    position: int
+
+
+Reply = CommentCreated | CommentChanged | VoteRecorded

@@ -1,0 +1,1 @@
+"""Tally: wiring shared by every process (settings, logging, the CLI, the local stack)."""

@@ -1,0 +1,194 @@
+"""The ``tally`` command: one entry point for every process and operator task."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from tally.settings import Settings, SettingsError, get_settings
+
+console = Console(stderr=True)
+
+
+def _stack(args: argparse.Namespace, settings: Settings) -> int:
+    from tally import stack
+
+    if args.data_dir:
+        settings = Settings(**{**_as_dict(settings), "data_dir": args.data_dir})
+    action = args.action
+    if action == "up":
+        stack.stack_up(settings, console.print)
+    elif action == "down":
+        stack.stack_down(settings, console.print)
+    elif action == "reset":
+        stack.stack_reset(settings, console.print)
+    else:
+        table = Table("server", "port", "pid", "state")
+        rows = stack.stack_status(settings)
+        for row in rows:
+            state = f"[green]{row.detail}" if row.running else f"[red]{row.detail}"
+            table.add_row(row.name, str(row.port), str(row.pid or "-"), state)
+        Console().print(table)
+        return 0 if all(r.running for r in rows) else 1
+    return 0
+
+
+def _as_dict(settings: Settings) -> dict[str, object]:
+    return {f: getattr(settings, f) for f in settings.__struct_fields__}
+
+
+def _migrate(settings: Settings) -> int:
+    from event_store.migrate import ensure_database, migrate
+
+    async def run() -> list[str]:
+        if await ensure_database(settings.pg_dsn):
+            console.print("created database")
+        return await migrate(settings.pg_dsn)
+
+    applied = asyncio.run(run())
+    console.print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from command_api.auth import mint_token
+
+    ttl = args.ttl or settings.token_ttl_seconds
+    print(mint_token(args.user, settings.jwt_secret, ttl, settings.jwt_algorithm))
+    return 0
+
+
+def _metrics_dir(settings: Settings, service: str) -> None:
+    """Give a multi-worker service one shared Prometheus directory, emptied at start."""
+    path = settings.data_path / "metrics" / service
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from tally.logging import configure_logging
+
+    configure_logging(args.service, settings.log_format, settings.log_level)
+    if args.service == "command-api":
+        workers = args.workers or settings.command_api_workers
+        port = args.port or settings.command_api_port
+        target = "command_api.app:create_app"
+    else:
+        raise SystemExit(f"unknown service {args.service}")
+    _metrics_dir(settings, args.service)
+    uvicorn.run(
+        target,
+        factory=True,
+        host=settings.command_api_host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+    return 0
+
+
+SERVICES = ["command-api"]
+
+
+def _run(settings: Settings) -> int:
+    """Everything, in the foreground: stack, migrations, then every service until Ctrl-C."""
+    from tally import stack
+
+    stack.stack_up(settings, console.print)
+    _migrate(settings)
+    procs: list[subprocess.Popen[bytes]] = []
+    for service in SERVICES:
+        procs.append(subprocess.Popen([sys.executable, "-m", "tally.cli", "serve", service]))
+        console.print(f"started {service} (pid {procs[-1].pid})")
+    console.print(
+        f"command API on http://{settings.command_api_host}:{settings.command_api_port}"
+        " (OpenAPI at /schema). Get a token with: tally token --user alice. Ctrl-C stops."
+    )
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    exit_code = 0
+    while not stopping:
+        if any(p.poll() is not None for p in procs):
+            console.print("[red]a service exited; stopping the others")
+            exit_code = 1
+            break
+        time.sleep(0.5)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    console.print("services stopped; the stack keeps running (tally stack down stops it)")
+    return exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tally", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("stack", help="start, stop or inspect the local stack")
+    st.add_argument("action", choices=["up", "down", "status", "reset"])
+    st.add_argument("--data-dir", help="data directory (default: TALLY_DATA_DIR or .tally/run)")
+    sub.add_parser("migrate", help="create the database and apply pending migrations")
+    tk = sub.add_parser("token", help="mint a JWT for a local user")
+    tk.add_argument("--user", required=True)
+    tk.add_argument("--ttl", type=int, help="seconds until it expires")
+    sv = sub.add_parser("serve", help="run one service in the foreground")
+    sv.add_argument("service", choices=SERVICES)
+    sv.add_argument("--workers", type=int)
+    sv.add_argument("--port", type=int)
+    sub.add_parser("run", help="stack up, migrate and run every service until Ctrl-C")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tally`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        if args.command == "stack":
+            return _stack(args, settings)
+        if args.command == "migrate":
+            return _migrate(settings)
+        if args.command == "token":
+            return _token(args, settings)
+        if args.command == "serve":
+            return _serve(args, settings)
+        return _run(settings)
+    except SettingsError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        return 2
+    except Exception as exc:
+        from tally.stack import StackError
+
+        if isinstance(exc, StackError):
+            console.print(f"[red]stack error:[/red] {exc}")
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Typed settings, read once from ``TALLY_*`` environment variables.
+
+Defaults point at the local stack started by ``tally stack up`` (see ``tally.stack``).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class SettingsError(ValueError):
+    """A ``TALLY_*`` variable holds a value of the wrong type."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every knob of every process. The env name is ``TALLY_`` + the upper-cased field."""
+
+    data_dir: str = ".tally/run"
+    pg_dsn: str = "postgresql://postgres@127.0.0.1:15432/tally"
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    es_url: str = "http://127.0.0.1:19200"
+
+    jwt_secret: str = "tally-local-dev-secret-change-me"
+    jwt_algorithm: str = "HS256"
+    token_ttl_seconds: int = 24 * 3600
+
+    command_api_host: str = "127.0.0.1"
+    command_api_port: int = 8000
+    command_api_workers: int = 2
+    query_api_port: int = 8001
+
+    pg_pool_min: int = 2
+    pg_pool_max: int = 8
+    group_commit: bool = True
+    group_commit_max_wait_ms: float = 2.0
+    group_commit_max_batch: int = 256
+
+    idempotency_ttl_seconds: int = 24 * 3600
+    idempotency_cleanup_interval_seconds: int = 300
+    vote_rate_limit: int = 120
+    vote_rate_window_seconds: int = 60
+    max_body_bytes: int = 64 * 1024
+
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory of the local stack, absolute."""
+        return Path(self.data_dir).resolve()
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from an environment mapping (``os.environ`` by default)."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for name in Settings.__struct_fields__:
+        value = env.get(f"TALLY_{name.upper()}")
+        if value is not None:
+            raw[name] = value
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        field = str(exc).rsplit("$.", 1)[-1].rstrip("`")
+        raise SettingsError(f"TALLY_{field.upper()}: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    return load_settings()

