@@ -9,7 +9,9 @@ from uuid import UUID
 
 import structlog
 from litestar import Request, Response, delete, patch, post, put
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody
 
 from command_api.deciders.comment import DeleteComment, EditComment, PostComment
 from command_api.deciders.vote import CastVote, RetractVote
@@ -67,7 +69,7 @@ async def _execute(
     responses={201: ResponseSpec(CommentCreated, description="The comment was posted")},
 )
 async def post_comment(
-    request: Request[Any, Any, Any], data: PostCommentBody, user_id: str
+    request: Request[Any, Any, Any], data: JSONBody[PostCommentBody], user_id: NamedDependency[str]
 ) -> Response[bytes]:
     """Post a comment on a commentable."""
     command = PostComment(
@@ -87,7 +89,10 @@ async def post_comment(
     responses={200: ResponseSpec(CommentChanged, description="The comment was edited")},
 )
 async def edit_comment(
-    request: Request[Any, Any, Any], comment_id: UUID, data: EditCommentBody, user_id: str
+    request: Request[Any, Any, Any],
+    comment_id: FromPath[UUID],
+    data: JSONBody[EditCommentBody],
+    user_id: NamedDependency[str],
 ) -> Response[bytes]:
     """Replace a comment's content."""
     command = EditComment(comment_id=comment_id, user_id=user_id, content=data.content)
@@ -102,7 +107,7 @@ async def edit_comment(
     responses={200: ResponseSpec(CommentChanged, description="The comment was deleted")},
 )
 async def delete_comment(
-    request: Request[Any, Any, Any], comment_id: UUID, user_id: str
+    request: Request[Any, Any, Any], comment_id: FromPath[UUID], user_id: NamedDependency[str]
 ) -> Response[bytes]:
     """Delete a comment; deleting it again changes nothing."""
     return await _execute(request, DeleteComment(comment_id=comment_id, user_id=user_id), user_id)
@@ -115,7 +120,10 @@ async def delete_comment(
     responses={200: ResponseSpec(VoteRecorded, description="The vote as it now stands")},
 )
 async def cast_vote(
-    request: Request[Any, Any, Any], comment_id: UUID, data: VoteBody, user_id: str
+    request: Request[Any, Any, Any],
+    comment_id: FromPath[UUID],
+    data: JSONBody[VoteBody],
+    user_id: NamedDependency[str],
 ) -> Response[bytes]:
     """Set the caller's vote on a comment."""
     await request.app.state.rate_limiter.check(user_id)
@@ -131,7 +139,7 @@ async def cast_vote(
     responses={200: ResponseSpec(VoteRecorded, description="The vote as it now stands")},
 )
 async def retract_vote(
-    request: Request[Any, Any, Any], comment_id: UUID, user_id: str
+    request: Request[Any, Any, Any], comment_id: FromPath[UUID], user_id: NamedDependency[str]
 ) -> Response[bytes]:
     """Retract the caller's vote on a comment."""
     await request.app.state.rate_limiter.check(user_id)

@@ -1,0 +1,64 @@
+"""Shared fixtures. Integration tests talk to the local test stack started by ``make test``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from event_store.migrate import ensure_database, migrate
+from tally.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Settings of the test stack; refuses anything but a ``*_test`` database."""
+    settings = load_settings()
+    dbname = psycopg.conninfo.conninfo_to_dict(settings.pg_dsn).get("dbname", "")
+    if not str(dbname).endswith("_test"):
+        pytest.exit(
+            f"tests truncate tables: point TALLY_PG_DSN at a *_test database (got {dbname!r});"
+            " run them with `make test`",
+            returncode=2,
+        )
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def pool(settings: Settings) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A connection pool on the migrated test database."""
+    try:
+        await ensure_database(settings.pg_dsn)
+    except psycopg.OperationalError as exc:
+        pytest.exit(f"the test stack is not running ({exc}); run `make test`", returncode=2)
+    await migrate(settings.pg_dsn)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        settings.pg_dsn, min_size=2, max_size=40, open=False
+    )
+    await pool.open()
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def clean_store(pool: AsyncConnectionPool[Any]) -> AsyncConnectionPool[Any]:
+    """An empty event store and write model."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "TRUNCATE events, outbox, comments, votes, idempotency_keys;"
+            " UPDATE event_head SET position = 0"
+        )
+    return pool
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    """The test Redis, emptied."""
+    client = Redis.from_url(settings.redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()

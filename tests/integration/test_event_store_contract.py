@@ -1,0 +1,81 @@
+"""One contract for every event store: in-memory and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from event_store.errors import ConcurrencyError
+from event_store.memory import InMemoryEventStore
+from event_store.port import EventStore
+from event_store.postgres import PostgresEventStore
+from schemas.events import CommentPosted, VoteCast, VoteChanged
+
+CID = uuid4()
+
+
+def posted(n: int = 0) -> CommentPosted:
+    return CommentPosted(comment_id=CID, commentable_id="p", author_id="a", content=f"c{n}")
+
+
+class EventStoreContract:
+    @pytest.fixture
+    def store(self) -> EventStore:
+        raise NotImplementedError
+
+    async def test_appended_events_get_increasing_positions_and_versions(
+        self, store: EventStore
+    ) -> None:
+        first = await store.append("s-1", 0, [posted(1)])
+        second = await store.append("s-1", 1, [posted(2), posted(3)])
+        assert second[0] > first[-1] and second == [second[0], second[0] + 1]
+        stream = await store.read_stream("s-1")
+        assert [e.stream_version for e in stream] == [1, 2, 3]
+        assert [e.event for e in stream] == [posted(1), posted(2), posted(3)]
+
+    async def test_a_stale_expected_version_is_a_concurrency_error(self, store: EventStore) -> None:
+        await store.append("s-2", 0, [posted()])
+        with pytest.raises(ConcurrencyError):
+            await store.append("s-2", 0, [posted()])
+        with pytest.raises(ConcurrencyError):
+            await store.append("s-2", 5, [posted()])
+        assert len(await store.read_stream("s-2")) == 1
+
+    async def test_read_all_returns_everything_after_a_position_in_batches(
+        self, store: EventStore
+    ) -> None:
+        vote = VoteCast(comment_id=CID, commentable_id="p", user_id="u", value=1, previous=0)
+        change = VoteChanged(comment_id=CID, commentable_id="p", user_id="u", value=-1, previous=1)
+        positions = await store.append("a", 0, [posted(), posted()])
+        positions += await store.append("b", 0, [vote, change], correlation_id="req-1")
+        batches = [batch async for batch in store.read_all(after=positions[0], batch_size=2)]
+        assert [len(b) for b in batches] == [2, 1]
+        seen = [e for b in batches for e in b]
+        assert [e.position for e in seen] == positions[1:]
+        assert seen[-1].event == change and seen[-1].correlation_id == "req-1"
+        assert await store.head() == positions[-1]
+
+
+class TestInMemoryEventStore(EventStoreContract):
+    @pytest.fixture
+    def store(self) -> EventStore:
+        return InMemoryEventStore()
+
+
+class TestPostgresEventStore(EventStoreContract):
+    @pytest.fixture
+    def store(self, clean_store: AsyncConnectionPool[Any]) -> EventStore:
+        return PostgresEventStore(clean_store)
+
+    async def test_every_event_has_an_outbox_row_keyed_by_comment(
+        self, store: EventStore, clean_store: AsyncConnectionPool[Any]
+    ) -> None:
+        positions = await store.append("s-3", 0, [posted(), posted()])
+        async with clean_store.connection() as conn:
+            rows = await (
+                await conn.execute("SELECT position, key FROM outbox ORDER BY 1")
+            ).fetchall()
+        assert rows == [(p, str(CID)) for p in positions]

@@ -1,0 +1,22 @@
+"""Settings come from TALLY_* variables, typed, with clear errors."""
+
+import pytest
+
+from tally.settings import SettingsError, load_settings
+
+
+def test_defaults_point_at_the_local_stack() -> None:
+    settings = load_settings({})
+    assert settings.pg_dsn.startswith("postgresql://")
+    assert settings.group_commit is True
+
+
+def test_variables_are_converted_to_their_types() -> None:
+    settings = load_settings({"TALLY_GROUP_COMMIT": "false", "TALLY_VOTE_RATE_LIMIT": "5"})
+    assert settings.group_commit is False
+    assert settings.vote_rate_limit == 5
+
+
+def test_a_wrong_type_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="TALLY_VOTE_RATE_LIMIT"):
+        load_settings({"TALLY_VOTE_RATE_LIMIT": "lots"})
