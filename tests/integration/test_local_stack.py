@@ -1,0 +1,75 @@
+"""The local stack: every server answers a real request, and `up` is idempotent."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from redis.asyncio import Redis
+
+from tally import stack
+from tally.settings import Settings
+
+
+def test_a_second_up_is_a_no_op_and_status_shows_everything_running(settings: Settings) -> None:
+    said: list[str] = []
+    stack.stack_up(settings, said.append)
+    assert all(line.endswith("already running") for line in said), said
+    assert [s.name for s in stack.stack_status(settings) if s.running] == [
+        "postgres",
+        "redis",
+        "kafka",
+        "elasticsearch",
+    ]
+
+
+def test_a_taken_port_is_a_clear_error(settings: Settings) -> None:
+    # Point the Redis server at the PostgreSQL port, which is taken by our own PostgreSQL.
+    other = msgspec.structs.replace(
+        settings, redis_url=settings.pg_dsn.replace("postgresql://postgres@", "redis://")
+    )
+    server = next(s for s in stack.servers(other) if s.name == "redis")
+    server.home = settings.data_path / "redis-elsewhere"
+    with pytest.raises(stack.StackError, match="is taken by another process"):
+        server.up()
+
+
+async def test_redis_persists_with_aof(settings: Settings) -> None:
+    client = Redis.from_url(settings.redis_url)
+    try:
+        config = await client.config_get("appendonly")
+    finally:
+        await client.aclose()
+    assert config["appendonly"] == "yes"
+
+
+async def test_kafka_broker_round_trips_a_message(settings: Settings) -> None:
+    topic = f"tally.stack-check.{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"ping", key=b"k")
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        message = await consumer.getone()
+    finally:
+        await consumer.stop()
+    assert message.value == b"ping" and message.key == b"k"
+
+
+def test_elasticsearch_api_indexes_and_finds_a_document(settings: Settings) -> None:
+    index = f"tally-stack-check-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=settings.es_url, timeout=10) as es:
+        put = es.put(f"/{index}/_doc/1", params={"refresh": "true"}, json={"word": "hello"})
+        assert put.status_code in (200, 201), put.text
+        found = es.post(f"/{index}/_search", json={"query": {"match": {"word": "hello"}}})
+        es.delete(f"/{index}")
+    assert found.json()["hits"]["hits"][0]["_id"] == "1"
