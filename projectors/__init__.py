@@ -1,0 +1,1 @@
+"""Projectors: turn the event stream into the Redis and Elasticsearch read models."""

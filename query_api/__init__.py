@@ -1,0 +1,1 @@
+"""The read side HTTP API (scores, ranked threads, search, live updates)."""
