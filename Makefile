@@ -49,7 +49,7 @@ test: install lint typecheck
 bench: install
 	$(TALLY) stack up
 	$(TALLY) migrate
-	$(PY) bench/write.py
+	$(PY) -m bench.write
 
 clean:
 	-$(TEST_ENV) $(TALLY) stack down

@@ -62,7 +62,7 @@ async def _clean_idempotency_keys(pool: AsyncConnectionPool[Any], settings: Sett
     while True:
         await asyncio.sleep(settings.idempotency_cleanup_interval_seconds)
         try:
-            async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            async with pool.connection() as conn, conn.cursor() as cur:
                 removed = await delete_expired_keys(cur, settings.idempotency_ttl_seconds)
             if removed:
                 log.info("idempotency_keys_expired", removed=removed)
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             max_size=settings.pg_pool_max,
             open=False,
             name="command-api",
+            kwargs={"autocommit": True},
         )
         await pool.open()
         redis = Redis.from_url(settings.redis_url)
@@ -89,7 +90,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         committer: GroupCommitter | None = None
         if settings.group_commit:
             committer = GroupCommitter(
-                executor.run, settings.group_commit_max_wait_ms, settings.group_commit_max_batch
+                executor.run,
+                settings.group_commit_max_wait_ms,
+                settings.group_commit_max_batch,
+                settings.group_commit_workers,
             )
             await committer.start()
             app.state.submit = committer.submit

@@ -22,6 +22,11 @@ BATCH_SIZE = Histogram(
     "Commands per group-commit transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+BATCH_SECONDS = Histogram(
+    "tally_group_commit_batch_seconds",
+    "Time to run one group-commit transaction, from first statement to commit",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 QUEUE_WAIT = Histogram(
     "tally_group_commit_queue_seconds",
     "Time a command waits before its batch starts",
@@ -94,7 +99,8 @@ class GroupCommitter:
 
     async def _run(self, batch: list[tuple[WorkItem, asyncio.Future[Outcome], float]]) -> None:
         try:
-            outcomes = await self._runner([item for item, _, _ in batch])
+            with BATCH_SECONDS.time():
+                outcomes = await self._runner([item for item, _, _ in batch])
         except Exception as exc:
             outcomes = [exc] * len(batch)
         for (_, future, _), outcome in zip(batch, outcomes, strict=True):

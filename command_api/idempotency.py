@@ -1,8 +1,10 @@
-"""Idempotency keys: claimed in the batch transaction, stored with the reply it produced.
+"""Idempotency keys: claimed in the batch transaction, stored with the reply they produced.
 
-A key is claimed with a transaction-scoped advisory lock, so a duplicate in flight is told so at
-once (409) instead of waiting. The stored row is read only after the lock is held, so a reader
-always sees the row of a request that finished before it.
+A key is claimed with a transaction-scoped advisory lock, so a duplicate in flight is told so
+at once (409) instead of waiting. The stored row is read by a later statement than the one that
+took the lock, so it sees the row of a request that finished before the lock was won.
+The stored reply leaves its position out; the ``position`` column is filled in from the head of
+the log by the same statement that appends the events.
 """
 
 from __future__ import annotations
@@ -10,8 +12,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+import msgspec
 from psycopg import AsyncCursor
 from psycopg.rows import TupleRow
+
+from event_store.postgres import SideWrite, json_rows
+
+# Both read %(claims)s: a JSON list of {"i": order, "u": user, "k": key}.
+TRY_LOCKS = (
+    "SELECT pg_try_advisory_xact_lock(hashtextextended(u || chr(31) || k, 0))"
+    " FROM jsonb_to_recordset(%(claims)s::jsonb) AS t(i int, u text, k text) ORDER BY i"
+)
+STORED_REPLIES = (
+    "SELECT i.user_id, i.key, i.request_hash, i.status, i.response, i.position"
+    " FROM idempotency_keys i JOIN jsonb_to_recordset(%(claims)s::jsonb) AS t(u text, k text)"
+    " ON i.user_id = t.u AND i.key = t.k"
+    " WHERE i.created_at > now() - make_interval(secs => %(ttl)s)"
+)
 
 
 class IdempotencyKeyInFlight(Exception):
@@ -22,15 +39,29 @@ class IdempotencyKeyReused(Exception):
     """This key was used before with a different request."""
 
 
-class StoredReply:
-    """A reply saved under a key."""
+class StoredReply(msgspec.Struct, frozen=True):
+    """A reply saved under a key (``body`` without its position)."""
 
-    __slots__ = ("body", "request_hash", "status")
+    request_hash: bytes
+    status: int
+    body: dict[str, object]
+    position: int
 
-    def __init__(self, request_hash: bytes, status: int, body: bytes) -> None:
-        self.request_hash = request_hash
-        self.status = status
-        self.body = body
+    def replay(self) -> bytes:
+        """The reply body as first sent, position included."""
+        return msgspec.json.encode({**self.body, "position": self.position})
+
+
+class ReplyToStore(msgspec.Struct, frozen=True):
+    """A reply to save: its position is ``head.base + ord`` when ``ord`` > 0, else ``fixed``."""
+
+    u: str
+    k: str
+    h: bytes
+    s: int
+    r: msgspec.Raw
+    ord: int
+    fixed: int
 
 
 def request_fingerprint(method: str, path: str, body: bytes) -> bytes:
@@ -38,45 +69,18 @@ def request_fingerprint(method: str, path: str, body: bytes) -> bytes:
     return hashlib.sha256(b"%s %s\n%s" % (method.encode(), path.encode(), body)).digest()
 
 
-async def claim_keys(
-    cur: AsyncCursor[TupleRow], claims: Sequence[tuple[str, str]], ttl_seconds: int
-) -> tuple[list[bool], dict[tuple[str, str], StoredReply]]:
-    """Try to lock each (user, key); return which locks were won and the live stored replies."""
-    users = [u for u, _ in claims]
-    keys = [k for _, k in claims]
-    await cur.execute(
-        "SELECT pg_try_advisory_xact_lock(hashtextextended(u || chr(31) || k, 0))"
-        " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(u, k, i) ORDER BY i",
-        (users, keys),
-    )
-    won = [bool(row[0]) for row in await cur.fetchall()]
-    await cur.execute(
-        "SELECT i.user_id, i.key, i.request_hash, i.status, i.response"
-        " FROM idempotency_keys i JOIN unnest(%s::text[], %s::text[]) AS t(u, k)"
-        " ON i.user_id = t.u AND i.key = t.k"
-        " WHERE i.created_at > now() - make_interval(secs => %s)",
-        (users, keys, ttl_seconds),
-    )
-    stored = {
-        (row[0], row[1]): StoredReply(bytes(row[2]), int(row[3]), bytes(row[4]))
-        for row in await cur.fetchall()
-    }
-    return won, stored
-
-
-async def store_replies(
-    cur: AsyncCursor[TupleRow], rows: Sequence[tuple[str, str, bytes, int, bytes]]
-) -> None:
-    """Save (user, key, request hash, status, body) rows; an expired row is overwritten."""
-    if not rows:
-        return
-    columns = list(zip(*rows, strict=True))
-    await cur.execute(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash, status, response)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int2[], %s::bytea[])"
+def store_replies(replies: Sequence[ReplyToStore]) -> SideWrite:
+    """A side write saving ``replies``; an expired row under the same key is overwritten."""
+    return SideWrite(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, status, response, position)"
+        " SELECT t.u, t.k, decode(t.h, 'base64'), t.s, t.r,"
+        " CASE WHEN t.ord > 0 THEN head.base + t.ord ELSE t.fixed END"
+        " FROM head, jsonb_to_recordset(%(ik_rows)s::jsonb)"
+        " AS t(u text, k text, h text, s int2, r jsonb, ord int, fixed int8)"
         " ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,"
-        " status = excluded.status, response = excluded.response, created_at = now()",
-        [list(c) for c in columns],
+        " status = excluded.status, response = excluded.response,"
+        " position = excluded.position, created_at = now()",
+        {"ik_rows": json_rows(replies)},
     )
 
 

@@ -33,13 +33,13 @@ VoteKey = tuple[UUID, str]
 class CommandPlan(msgspec.Struct, kw_only=True):
     """What one command does: its events, and the reply before positions are known.
 
-    ``noop_stream`` names the stream whose latest position answers a command that
-    appended nothing (``None`` when the stream is empty).
+    ``stream`` is the stream it decided on: a command that appends nothing answers with the
+    position of that stream's latest event.
     """
 
+    stream: str
     events: list[PendingEvent]
     reply: Reply
-    noop_stream: tuple[str, int] | None = None
 
 
 class BatchPlan(msgspec.Struct, kw_only=True):
@@ -127,8 +127,7 @@ def _plan_comment(
         reply = CommentCreated(id=command.comment_id, created_at=now, position=0)
     else:
         reply = CommentChanged(id=command.comment_id, position=0)
-    noop = (stream, state.version) if not events and state.version else None
-    return CommandPlan(events=pending, reply=reply, noop_stream=noop), new_state
+    return CommandPlan(stream=stream, events=pending, reply=reply), new_state
 
 
 def _plan_vote(
@@ -142,11 +141,8 @@ def _plan_vote(
     reply = VoteRecorded(
         comment_id=command.comment_id, value=new_state.value, previous=state.value, position=0
     )
-    noop = (stream, state.version) if not events and state.version else None
     plan = CommandPlan(
-        events=_pending(stream, state.version, events, correlation_id),
-        reply=reply,
-        noop_stream=noop,
+        stream=stream, events=_pending(stream, state.version, events, correlation_id), reply=reply
     )
     return plan, new_state
 

@@ -6,6 +6,7 @@ than briefly not limiting them.
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import structlog
@@ -40,28 +41,54 @@ class RateLimited(Exception):
 
 
 class VoteRateLimiter:
-    """At most ``limit`` votes per user per ``window_seconds``."""
+    """At most ``limit`` votes per user per ``window_seconds``.
+
+    Checks made in the same event-loop tick share one Redis pipeline, so under load the limit
+    costs a fraction of a round trip per vote.
+    """
 
     def __init__(self, redis: Redis, limit: int, window_seconds: int) -> None:
+        self._redis = redis
         self._script = redis.register_script(_SCRIPT)
         self._limit = limit
         self._window_ms = window_seconds * 1000
+        self._waiting: list[tuple[str, asyncio.Future[int]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def check(self, user_id: str) -> None:
         """Count one vote for ``user_id``; raise ``RateLimited`` over the limit."""
         if self._limit <= 0:
             return
-        try:
-            wait_ms = int(
-                await self._script(
-                    keys=[f"tally:ratelimit:votes:{{{user_id}}}"],
-                    args=[self._window_ms, self._limit],
-                )
-            )
-        except (RedisError, OSError) as exc:
-            LIMITER_ERRORS.inc()
-            log.warning("rate_limiter_unavailable", error=str(exc))
-            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._waiting.append((user_id, future))
+        if len(self._waiting) == 1:
+            loop.call_soon(self._start_flush)
+        wait_ms = await future
         if wait_ms > 0:
             RATE_LIMITED.inc()
             raise RateLimited(max(1, math.ceil(wait_ms / 1000)))
+
+    def _start_flush(self) -> None:
+        task = asyncio.create_task(self._flush(self._waiting))
+        self._waiting = []
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[tuple[str, asyncio.Future[int]]]) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id, _ in batch:
+                    await self._script(
+                        keys=[f"tally:ratelimit:votes:{{{user_id}}}"],
+                        args=[self._window_ms, self._limit],
+                        client=pipe,
+                    )
+                results = [int(r) for r in await pipe.execute()]
+        except (RedisError, OSError) as exc:
+            LIMITER_ERRORS.inc(len(batch))
+            log.warning("rate_limiter_unavailable", error=str(exc))
+            results = [0] * len(batch)
+        for (_, future), wait_ms in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(wait_ms)

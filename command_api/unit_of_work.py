@@ -1,8 +1,14 @@
-"""Run a batch of commands in one PostgreSQL transaction: claim, load, decide, save, append.
+"""Run a batch of commands in one PostgreSQL transaction, in two round trips.
 
-Every row a command decides on is locked first (comments FOR UPDATE or FOR SHARE, vote rows
-upserted and so locked), so concurrent batches on the same stream serialize their decisions;
-the unique (stream_id, stream_version) constraint is the safety net behind that.
+1. Read (one message): BEGIN, claim idempotency keys, lock and load the comments the batch
+   touches (FOR UPDATE to change, FOR SHARE to read), and upsert (so lock) the vote rows.
+   Concurrent batches on one stream serialize here; the unique (stream_id, stream_version)
+   constraint is the safety net behind it.
+2. Decide in Python (``planning``), then one message with the statement that takes the log head
+   lock and writes events, outbox, state rows and idempotency replies, followed by COMMIT.
+
+Parameters are bound client-side (``AsyncClientCursor``) so several statements fit in one
+message; every value still goes through psycopg's quoting.
 """
 
 from __future__ import annotations
@@ -13,20 +19,23 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncClientCursor, AsyncConnection
+from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
+from command_api import idempotency
 from command_api.deciders.comment import CommentState, DeleteComment, EditComment, PostComment
 from command_api.deciders.errors import DomainError
 from command_api.deciders.vote import CastVote, RetractVote
 from command_api.idempotency import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
-    claim_keys,
-    store_replies,
+    ReplyToStore,
+    StoredReply,
 )
 from command_api.planning import BatchPlan, Command, CommandPlan, VoteKey, plan_batch
-from event_store.postgres import append_pending
+from event_store.port import stream_of_comment, stream_of_vote
+from event_store.postgres import SideWrite, append_and_commit, json_rows
 from schemas.api import CommentCreated
 from schemas.codec import encode
 
@@ -51,188 +60,270 @@ class Accepted(msgspec.Struct, frozen=True):
 
 Outcome = Accepted | Exception
 
+_COMMENTS = (
+    "SELECT comment_id, commentable_id, author_id, content, deleted, version, position"
+    " FROM comments WHERE comment_id IN (SELECT jsonb_array_elements_text(%s::jsonb)::uuid)"
+    " ORDER BY comment_id FOR "
+)
+_LOCK_VOTES = (
+    "INSERT INTO votes (comment_id, user_id)"
+    " SELECT c, u FROM jsonb_to_recordset(%s::jsonb) AS t(c uuid, u text) ORDER BY c, u"
+    " ON CONFLICT (comment_id, user_id) DO UPDATE SET value = votes.value"
+    " RETURNING comment_id, user_id, value, version, position"
+)
+
 
 async def run_batch(
     conn: AsyncConnection[Any], items: Sequence[WorkItem], idempotency_ttl: int
 ) -> list[Outcome]:
     """Carry out ``items`` in one transaction; one outcome per item, in order."""
+    if not conn.autocommit:
+        raise ValueError("run_batch manages its own transaction: use an autocommit connection")
     outcomes: list[Outcome | None] = [None] * len(items)
-    async with conn.transaction(), conn.cursor() as cur:
-        active = await _claim_idempotency_keys(cur, items, outcomes, idempotency_ttl)
-        commands = [items[i].command for i in active]
-        comments = await _load_comments(cur, commands)
-        votes = await _lock_votes(cur, commands, comments)
+    cur = AsyncClientCursor(conn)
+    try:
+        loaded = await _Loaded.fetch(cur, items, idempotency_ttl)
+        active = loaded.settle_idempotency(items, outcomes)
         now = datetime.now(UTC)
-        plan = plan_batch(commands, comments, votes, now, [items[i].correlation_id for i in active])
-        await _save_comments(cur, plan, now)
-        await _save_votes(cur, plan)
-        noop_positions = await _noop_positions(cur, plan)
-        pending = [e for p in plan.outcomes if isinstance(p, CommandPlan) for e in p.events]
-        positions = iter(await append_pending(cur, pending))
-        to_store = []
+        plan = plan_batch(
+            [items[i].command for i in active],
+            loaded.comments,
+            loaded.votes,
+            now,
+            [items[i].correlation_id for i in active],
+        )
+        writer = _Writer(plan, loaded.positions)
+        replies: list[tuple[int, int, CommandPlan, int, int]] = []
         for index, planned in zip(active, plan.outcomes, strict=True):
             if isinstance(planned, DomainError):
                 outcomes[index] = planned
                 continue
-            own = [next(positions) for _ in planned.events]
-            position = own[-1] if own else noop_positions.get(planned.noop_stream, 0)
-            reply = msgspec.structs.replace(planned.reply, position=position)
-            accepted = Accepted(201 if isinstance(reply, CommentCreated) else 200, encode(reply))
-            outcomes[index] = accepted
-            item = items[index]
-            if item.idempotency_key:
-                to_store.append(
-                    (
-                        item.user_id,
-                        item.idempotency_key,
-                        item.request_hash,
-                        accepted.status,
-                        accepted.body,
-                    )
-                )
-        await store_replies(cur, to_store)
+            status = 201 if isinstance(planned.reply, CommentCreated) else 200
+            replies.append((index, status, planned, *writer.position_of(planned)))
+        to_store = [
+            ReplyToStore(
+                u=items[i].user_id,
+                k=items[i].idempotency_key or "",
+                h=items[i].request_hash,
+                s=status,
+                r=msgspec.Raw(encode(planned.reply)),
+                ord=ord_,
+                fixed=fixed,
+            )
+            for i, status, planned, ord_, fixed in replies
+            if items[i].idempotency_key
+        ]
+        side_writes = writer.state_writes(loaded.locked_votes, now)
+        if to_store:
+            side_writes.append(idempotency.store_replies(to_store))
+        positions = await append_and_commit(cur, writer.pending, side_writes)
+    except BaseException:
+        if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
+            await conn.execute("ROLLBACK")
+        raise
+    finally:
+        await cur.close()
+    base = positions[0] - 1 if positions else 0
+    for index, status, planned, ord_, fixed in replies:
+        reply = msgspec.structs.replace(planned.reply, position=base + ord_ if ord_ else fixed)
+        outcomes[index] = Accepted(status, encode(reply))
     return [o if o is not None else RuntimeError("command was not processed") for o in outcomes]
 
 
-async def _claim_idempotency_keys(
-    cur: AsyncCursor[TupleRow], items: Sequence[WorkItem], outcomes: list[Outcome | None], ttl: int
-) -> list[int]:
-    """Settle replays and key conflicts; return the indices of items still to execute."""
-    keyed = [i for i, item in enumerate(items) if item.idempotency_key]
-    if not keyed:
-        return list(range(len(items)))
-    claims = [(items[i].user_id, items[i].idempotency_key or "") for i in keyed]
-    won, stored = await claim_keys(cur, claims, ttl)
-    seen: set[tuple[str, str]] = set()
-    for index, claim, got_lock in zip(keyed, claims, won, strict=True):
-        previous = stored.get(claim)
-        if not got_lock or claim in seen:
-            outcomes[index] = IdempotencyKeyInFlight(
-                f"a request with Idempotency-Key {claim[1]!r} is still in progress"
-            )
-        elif previous is not None and previous.request_hash != items[index].request_hash:
-            outcomes[index] = IdempotencyKeyReused(
-                f"Idempotency-Key {claim[1]!r} was already used with a different request"
-            )
-        elif previous is not None:
-            outcomes[index] = Accepted(previous.status, previous.body, replayed=True)
-        seen.add(claim)
-    return [i for i in range(len(items)) if outcomes[i] is None]
+class _Loaded:
+    """Everything the read round trip returned."""
 
+    def __init__(self) -> None:
+        self.won: list[bool] = []
+        self.stored: dict[tuple[str, str], StoredReply] = {}
+        self.comments: dict[UUID, CommentState] = {}
+        self.votes: dict[VoteKey, tuple[int, int]] = {}
+        self.locked_votes: set[VoteKey] = set()
+        self.positions: dict[str, int] = {}
 
-_COMMENT_COLUMNS = "comment_id, commentable_id, author_id, content, deleted, version"
-
-
-async def _load_comments(
-    cur: AsyncCursor[TupleRow], commands: Sequence[Command]
-) -> dict[UUID, CommentState]:
-    """Lock and load the comments the batch touches: FOR UPDATE to change, FOR SHARE to read."""
-    to_change = sorted(
-        {c.comment_id for c in commands if isinstance(c, EditComment | DeleteComment)}
-    )
-    to_read = {c.comment_id for c in commands if isinstance(c, CastVote | RetractVote)}
-    to_read |= {c.parent_id for c in commands if isinstance(c, PostComment) and c.parent_id}
-    to_read -= set(to_change)
-    states: dict[UUID, CommentState] = {}
-    for ids, lock in ((to_change, "UPDATE"), (sorted(to_read), "SHARE")):
-        if not ids:
-            continue
-        await cur.execute(
-            f"SELECT {_COMMENT_COLUMNS} FROM comments WHERE comment_id = ANY(%s)"
-            f" ORDER BY comment_id FOR {lock}",
-            (ids,),
+    @classmethod
+    async def fetch(
+        cls, cur: AsyncClientCursor[TupleRow], items: Sequence[WorkItem], ttl: int
+    ) -> _Loaded:
+        """BEGIN and every read of the batch in one message; then collect the results."""
+        loaded = cls()
+        commands = [item.command for item in items]
+        keyed = [
+            {"i": n, "u": item.user_id, "k": item.idempotency_key}
+            for n, item in enumerate(items)
+            if item.idempotency_key
+        ]
+        key_params = {"claims": json_rows(keyed), "ttl": ttl}
+        to_change = {c.comment_id for c in commands if isinstance(c, EditComment | DeleteComment)}
+        to_read = {c.comment_id for c in commands if isinstance(c, CastVote | RetractVote)}
+        to_read |= {c.parent_id for c in commands if isinstance(c, PostComment) and c.parent_id}
+        to_read -= to_change
+        vote_keys = sorted(
+            {(c.comment_id, c.user_id) for c in commands if isinstance(c, CastVote | RetractVote)}
         )
-        for row in await cur.fetchall():
-            states[row[0]] = CommentState(
-                exists=True,
-                commentable_id=row[1],
-                author_id=row[2],
-                content=row[3],
-                deleted=row[4],
-                version=row[5],
+        statements = ["BEGIN"]
+        sent: dict[str, list[Any]] = {}
+        for name, sql, params, wanted in (
+            ("locks", idempotency.TRY_LOCKS, key_params, keyed),
+            ("stored", idempotency.STORED_REPLIES, key_params, keyed),
+            ("change", _COMMENTS + "UPDATE", (json_rows(sorted(to_change)),), to_change),
+            ("read", _COMMENTS + "SHARE", (json_rows(sorted(to_read)),), to_read),
+            (
+                "votes",
+                _LOCK_VOTES,
+                (json_rows([{"c": c, "u": u} for c, u in vote_keys]),),
+                vote_keys,
+            ),
+        ):
+            if wanted:
+                statements.append(cur.mogrify(sql, params))
+                sent[name] = []
+        await cur.execute(";\n".join(statements))
+        for name in sent:
+            cur.nextset()
+            sent[name] = await cur.fetchall()
+        if "locks" in sent:
+            loaded.won = [bool(r[0]) for r in sent["locks"]]
+            for r in sent["stored"]:
+                loaded.stored[(r[0], r[1])] = StoredReply(bytes(r[2]), r[3], r[4], r[5])
+        for name in ("change", "read"):
+            for r in sent.get(name, []):
+                loaded.comments[r[0]] = CommentState(
+                    exists=True,
+                    commentable_id=r[1],
+                    author_id=r[2],
+                    content=r[3],
+                    deleted=r[4],
+                    version=r[5],
+                )
+                loaded.positions[stream_of_comment(r[0])] = r[6]
+        for r in sent.get("votes", []):
+            loaded.locked_votes.add((r[0], r[1]))
+            if r[3]:
+                loaded.votes[(r[0], r[1])] = (r[2], r[3])
+                loaded.positions[stream_of_vote(r[0], r[1])] = r[4]
+        return loaded
+
+    def settle_idempotency(
+        self, items: Sequence[WorkItem], outcomes: list[Outcome | None]
+    ) -> list[int]:
+        """Answer replays and key conflicts; return the indices of items still to execute."""
+        keyed = [i for i, item in enumerate(items) if item.idempotency_key]
+        seen: set[tuple[str, str]] = set()
+        for index, got_lock in zip(keyed, self.won, strict=True):
+            item = items[index]
+            claim = (item.user_id, item.idempotency_key or "")
+            previous = self.stored.get(claim)
+            if not got_lock or claim in seen:
+                outcomes[index] = IdempotencyKeyInFlight(
+                    f"a request with Idempotency-Key {claim[1]!r} is still in progress"
+                )
+            elif previous is not None and previous.request_hash != item.request_hash:
+                outcomes[index] = IdempotencyKeyReused(
+                    f"Idempotency-Key {claim[1]!r} was already used with a different request"
+                )
+            elif previous is not None:
+                outcomes[index] = Accepted(previous.status, previous.replay(), replayed=True)
+            seen.add(claim)
+        return [i for i in range(len(items)) if outcomes[i] is None]
+
+
+class _Writer:
+    """Lays out the batch's events and where each command's and stream's position comes from.
+
+    A position is ``head.base + ord`` for the ``ord``-th event of the batch (known only once the
+    write statement ran), or a fixed position already in the log.
+    """
+
+    def __init__(self, plan: BatchPlan, positions: dict[str, int]) -> None:
+        self.plan = plan
+        self.pending = [e for p in plan.outcomes if isinstance(p, CommandPlan) for e in p.events]
+        self.last_ord: dict[str, int] = {}
+        for ord_, event in enumerate(self.pending, start=1):
+            self.last_ord[event.stream_id] = ord_
+        self._ord_of_command: dict[int, int] = {}
+        ord_ = 0
+        for planned in plan.outcomes:
+            if isinstance(planned, CommandPlan) and planned.events:
+                ord_ += len(planned.events)
+                self._ord_of_command[id(planned)] = ord_
+        self._seen_ord: dict[str, int] = {}
+        self._fixed = positions
+
+    def position_of(self, planned: CommandPlan) -> tuple[int, int]:
+        """(ord, fixed) of the command's answer; call in batch order."""
+        own = self._ord_of_command.get(id(planned))
+        if own is not None:
+            self._seen_ord[planned.stream] = own
+            return own, 0
+        earlier = self._seen_ord.get(planned.stream)
+        if earlier is not None:
+            return earlier, 0
+        return 0, self._fixed.get(planned.stream, 0)
+
+    def state_writes(self, locked_votes: set[VoteKey], now: datetime) -> list[SideWrite]:
+        """Save changed comments and votes; drop vote rows that were locked but never written."""
+        writes = []
+        votes = self.plan.votes
+        if votes:
+            rows = [
+                {
+                    "c": c,
+                    "u": u,
+                    "v": state.value,
+                    "n": state.version,
+                    "o": self.last_ord[stream_of_vote(c, u)],
+                }
+                for (c, u), state in votes.items()
+            ]
+            writes.append(
+                SideWrite(
+                    "UPDATE votes v SET value = t.v, version = t.n, position = head.base + t.o"
+                    " FROM head, jsonb_to_recordset(%(v_rows)s::jsonb)"
+                    " AS t(c uuid, u text, v int2, n int, o int)"
+                    " WHERE v.comment_id = t.c AND v.user_id = t.u",
+                    {"v_rows": json_rows(rows)},
+                )
             )
-    return states
+        unused = sorted(locked_votes - set(votes))
+        if unused:
+            writes.append(
+                SideWrite(
+                    "DELETE FROM votes v USING jsonb_to_recordset(%(j_rows)s::jsonb)"
+                    " AS t(c uuid, u text)"
+                    " WHERE v.comment_id = t.c AND v.user_id = t.u AND v.version = 0",
+                    {"j_rows": json_rows([{"c": c, "u": u} for c, u in unused])},
+                )
+            )
+        if self.plan.comments:
+            writes.append(self._save_comments(now))
+        return writes
 
-
-async def _lock_votes(
-    cur: AsyncCursor[TupleRow], commands: Sequence[Command], comments: dict[UUID, CommentState]
-) -> dict[VoteKey, tuple[int, int]]:
-    """Upsert (and so lock) the vote row of every live vote stream; return (value, version)."""
-    keys = sorted(
-        {
-            (c.comment_id, c.user_id)
-            for c in commands
-            if isinstance(c, CastVote | RetractVote)
-            and c.comment_id in comments
-            and not comments[c.comment_id].deleted
-        }
-    )
-    if not keys:
-        return {}
-    await cur.execute(
-        "INSERT INTO votes (comment_id, user_id)"
-        " SELECT * FROM unnest(%s::uuid[], %s::text[])"
-        " ON CONFLICT (comment_id, user_id) DO UPDATE SET value = votes.value"
-        " RETURNING comment_id, user_id, value, version",
-        ([k[0] for k in keys], [k[1] for k in keys]),
-    )
-    return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in await cur.fetchall() if r[3]}
-
-
-async def _save_comments(cur: AsyncCursor[TupleRow], plan: BatchPlan, now: datetime) -> None:
-    if not plan.comments:
-        return
-    rows = [
-        (
-            comment_id,
-            state.commentable_id,
-            state.author_id,
-            post.parent_id if (post := plan.new_comments.get(comment_id)) else None,
-            state.content,
-            state.deleted,
-            state.version,
+    def _save_comments(self, now: datetime) -> SideWrite:
+        rows = [
+            {
+                "id": comment_id,
+                "commentable": state.commentable_id,
+                "author": state.author_id,
+                "parent": post.parent_id
+                if (post := self.plan.new_comments.get(comment_id))
+                else None,
+                "content": state.content,
+                "deleted": state.deleted,
+                "version": state.version,
+                "ord": self.last_ord[stream_of_comment(comment_id)],
+            }
+            for comment_id, state in self.plan.comments.items()
+        ]
+        return SideWrite(
+            "INSERT INTO comments (comment_id, commentable_id, author_id, parent_id, content,"
+            " deleted, version, position, created_at, updated_at)"
+            " SELECT t.id, t.commentable, t.author, t.parent, t.content, t.deleted, t.version,"
+            " head.base + t.ord, %(c_now)s, %(c_now)s FROM head,"
+            " jsonb_to_recordset(%(c_rows)s::jsonb) AS t(id uuid, commentable text, author text,"
+            " parent uuid, content text, deleted bool, version int, ord int)"
+            " ON CONFLICT (comment_id) DO UPDATE SET content = excluded.content,"
+            " deleted = excluded.deleted, version = excluded.version,"
+            " position = excluded.position, updated_at = excluded.updated_at",
+            {"c_rows": json_rows(rows), "c_now": now},
         )
-        for comment_id, state in plan.comments.items()
-    ]
-    columns = [list(c) for c in zip(*rows, strict=True)]
-    await cur.execute(
-        "INSERT INTO comments (comment_id, commentable_id, author_id, parent_id, content,"
-        " deleted, version, created_at, updated_at)"
-        " SELECT *, %s, %s FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::uuid[],"
-        " %s::text[], %s::bool[], %s::int[])"
-        " ON CONFLICT (comment_id) DO UPDATE SET content = excluded.content,"
-        " deleted = excluded.deleted, version = excluded.version, updated_at = excluded.updated_at",
-        [now, now, *columns],
-    )
-
-
-async def _save_votes(cur: AsyncCursor[TupleRow], plan: BatchPlan) -> None:
-    if not plan.votes:
-        return
-    keys = list(plan.votes)
-    await cur.execute(
-        "UPDATE votes v SET value = t.value, version = t.version"
-        " FROM unnest(%s::uuid[], %s::text[], %s::int2[], %s::int[])"
-        " AS t(comment_id, user_id, value, version)"
-        " WHERE v.comment_id = t.comment_id AND v.user_id = t.user_id",
-        (
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [plan.votes[k].value for k in keys],
-            [plan.votes[k].version for k in keys],
-        ),
-    )
-
-
-async def _noop_positions(cur: AsyncCursor[TupleRow], plan: BatchPlan) -> dict[Any, int]:
-    """Position of the latest event of every stream a command left unchanged."""
-    streams = {p.noop_stream for p in plan.outcomes if isinstance(p, CommandPlan) and p.noop_stream}
-    if not streams:
-        return {}
-    await cur.execute(
-        "SELECT e.stream_id, e.stream_version, e.position FROM events e"
-        " JOIN unnest(%s::text[], %s::int[]) AS t(s, v)"
-        " ON e.stream_id = t.s AND e.stream_version = t.v",
-        ([s for s, _ in streams], [v for _, v in streams]),
-    )
-    return {(r[0], r[1]): int(r[2]) for r in await cur.fetchall()}

@@ -10,43 +10,62 @@ group commit shares it among many commands, which keeps the serialized part shor
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 import msgspec
 import psycopg
-from psycopg import AsyncCursor
+from psycopg import AsyncClientCursor, AsyncCursor
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from event_store.errors import ConcurrencyError, EventStoreError
 from event_store.port import PendingEvent
-from schemas.codec import decode_event, encode
+from schemas.codec import decode_event
 from schemas.envelope import Envelope
 from schemas.events import Event
 
-_APPEND = """
-WITH head AS (
-    UPDATE event_head SET position = position + %(n)s
-    RETURNING position - %(n)s AS base
-), e AS (
+_encoder = msgspec.json.Encoder()
+
+_TAKE_POSITIONS = """head AS (
+    UPDATE event_head SET position = position + %(n)s RETURNING position - %(n)s AS base
+)"""
+# With nothing to append, side writes still see the head but take no lock.
+_READ_HEAD = "head AS (SELECT position AS base FROM event_head)"
+_APPEND_CTES = """e AS (
     SELECT head.base + e.ord AS position, e.*
-    FROM head, unnest(
-        %(event_ids)s::uuid[], %(stream_ids)s::text[], %(versions)s::int[], %(types)s::text[],
-        %(schema_versions)s::int2[], %(data)s::text[], %(metadata)s::text[], %(keys)s::text[]
-    ) WITH ORDINALITY AS e(event_id, stream_id, stream_version, type, schema_version, data,
-                           metadata, key, ord)
+    FROM head, jsonb_to_recordset(%(events)s::jsonb) AS e(
+        ord int, event_id uuid, stream_id text, stream_version int, type text,
+        schema_version int2, data jsonb, metadata jsonb, key text)
 ), inserted AS (
     INSERT INTO events (position, event_id, stream_id, stream_version, type, schema_version,
                         data, metadata)
-    SELECT position, event_id, stream_id, stream_version, type, schema_version, data::jsonb,
-           metadata::jsonb
+    SELECT position, event_id, stream_id, stream_version, type, schema_version, data, metadata
     FROM e
 ), queued AS (
     INSERT INTO outbox (position, key) SELECT position, key FROM e
-)
-SELECT base FROM head
-"""
+)"""
+
+
+def json_rows(rows: Sequence[object]) -> str:
+    """Rows as one JSON document, for ``jsonb_to_recordset`` in SQL.
+
+    One document per statement is much cheaper than one array parameter per column.
+    """
+    return _encoder.encode(rows).decode()
+
+
+class SideWrite(NamedTuple):
+    """A data-modifying statement that runs with an append, in the same statement.
+
+    It may read ``head.base`` (the position just before the first appended event) by selecting
+    ``FROM head``. Its parameter names must not clash with the append's: prefix them.
+    """
+
+    sql: str
+    params: dict[str, Any]
+
 
 SELECT_ENVELOPE = """
 SELECT position, event_id, stream_id, stream_version, type, schema_version, data::text,
@@ -70,40 +89,94 @@ def envelope_from_row(row: Sequence[Any]) -> Envelope:
     )
 
 
-async def append_pending(cur: AsyncCursor[TupleRow], pending: Sequence[PendingEvent]) -> list[int]:
-    """Record ``pending`` events and their outbox rows in the cursor's open transaction.
+async def append_pending(
+    cur: AsyncCursor[TupleRow],
+    pending: Sequence[PendingEvent],
+    side_writes: Sequence[SideWrite] = (),
+) -> list[int]:
+    """Record ``pending`` events, their outbox rows and ``side_writes`` in one statement.
 
-    Returns the position of each event, in order. A stream version that is taken already
-    raises ``ConcurrencyError`` (the transaction is then aborted).
+    Runs in the cursor's open transaction and returns the position of each event, in order. A
+    stream version that is taken already raises ``ConcurrencyError`` (the transaction is then
+    aborted).
     """
-    if not pending:
+    if not pending and not side_writes:
         return []
-    params = {
-        "n": len(pending),
-        "event_ids": [p.event_id for p in pending],
-        "stream_ids": [p.stream_id for p in pending],
-        "versions": [p.stream_version for p in pending],
-        "types": [type(p.event).__name__ for p in pending],
-        "schema_versions": [p.event.schema_version for p in pending],
-        "data": [encode(p.event).decode() for p in pending],
-        "metadata": [_metadata(p) for p in pending],
-        "keys": [str(p.event.comment_id) for p in pending],
-    }
+    query, params = _append_statement(pending, side_writes)
+    with _translated_errors():
+        await cur.execute(query, params)
+        row = await cur.fetchone()
+    return _positions(row, len(pending))
+
+
+async def append_and_commit(
+    cur: AsyncClientCursor[TupleRow],
+    pending: Sequence[PendingEvent],
+    side_writes: Sequence[SideWrite] = (),
+) -> list[int]:
+    """Like ``append_pending``, then COMMIT, in one message to the server.
+
+    The server commits right after the append, so the log head lock is never held while the
+    client is busy elsewhere. On error the transaction is left aborted: roll it back.
+    """
+    query, params = _append_statement(pending, side_writes)
+    with _translated_errors():
+        await cur.execute(cur.mogrify(query, params) + ";\nCOMMIT")
+        row = await cur.fetchone()
+    return _positions(row, len(pending))
+
+
+def _append_statement(
+    pending: Sequence[PendingEvent], side_writes: Sequence[SideWrite]
+) -> tuple[str, dict[str, Any]]:
+    ctes = [_TAKE_POSITIONS, _APPEND_CTES] if pending else [_READ_HEAD]
+    params: dict[str, Any] = {}
+    if pending:
+        params = {
+            "n": len(pending),
+            "events": json_rows(
+                [
+                    {
+                        "ord": ord_,
+                        "event_id": p.event_id,
+                        "stream_id": p.stream_id,
+                        "stream_version": p.stream_version,
+                        "type": type(p.event).__name__,
+                        "schema_version": p.event.schema_version,
+                        "data": p.event,
+                        "metadata": _metadata(p),
+                        "key": p.event.comment_id,
+                    }
+                    for ord_, p in enumerate(pending, start=1)
+                ]
+            ),
+        }
+    for number, side in enumerate(side_writes):
+        ctes.append(f"side_{number} AS ({side.sql})")
+        params.update(side.params)
+    return "WITH " + ",\n".join(ctes) + "\nSELECT base FROM head", params
+
+
+def _positions(row: Sequence[Any] | None, count: int) -> list[int]:
+    if row is None:
+        raise EventStoreError("the append returned no head position")
+    base = int(row[0])
+    return list(range(base + 1, base + 1 + count))
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
     try:
-        await cur.execute(_APPEND, params)
+        yield
     except psycopg.errors.UniqueViolation as exc:
         raise ConcurrencyError(str(exc).splitlines()[0]) from exc
     except psycopg.Error as exc:
         raise EventStoreError(str(exc)) from exc
-    row = await cur.fetchone()
-    assert row is not None
-    base = int(row[0])
-    return list(range(base + 1, base + 1 + len(pending)))
 
 
-def _metadata(pending: PendingEvent) -> str:
+def _metadata(pending: PendingEvent) -> dict[str, str]:
     meta = {"correlation_id": pending.correlation_id, "causation_id": pending.causation_id}
-    return msgspec.json.encode({k: v for k, v in meta.items() if v is not None}).decode()
+    return {k: v for k, v in meta.items() if v is not None}
 
 
 class PostgresEventStore:

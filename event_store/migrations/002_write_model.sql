@@ -1,5 +1,6 @@
 -- Write-side state, kept in the transaction that appends the events, so deciders load one row
--- instead of folding a stream. Rows are locked FOR UPDATE while a command decides.
+-- instead of folding a stream. Rows are locked while a command decides; ``position`` is that of
+-- the stream's latest event, so a command that changes nothing can still answer with it.
 CREATE TABLE comments (
     comment_id uuid PRIMARY KEY,
     commentable_id text NOT NULL,
@@ -8,6 +9,7 @@ CREATE TABLE comments (
     content text NOT NULL,
     deleted boolean NOT NULL DEFAULT false,
     version integer NOT NULL,
+    position bigint NOT NULL,
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL
 );
@@ -17,16 +19,19 @@ CREATE TABLE votes (
     user_id text NOT NULL,
     value smallint NOT NULL DEFAULT 0 CHECK (value BETWEEN -1 AND 1),
     version integer NOT NULL DEFAULT 0,
+    position bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (comment_id, user_id)
 );
 
--- Stored in the same transaction as the events of the request it answers.
+-- Stored in the same statement as the events of the request it answers. ``response`` is the
+-- reply with its position left out; ``position`` is filled in from the log head.
 CREATE TABLE idempotency_keys (
     user_id text NOT NULL,
     key text NOT NULL,
     request_hash bytea NOT NULL,
     status smallint NOT NULL,
-    response bytea NOT NULL,
+    response jsonb NOT NULL,
+    position bigint NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, key)
 );

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a human line and a JSON document."""

@@ -1,0 +1,162 @@
+"""Votes per second and latency through HTTP, against a 2-worker command API.
+
+    python -m bench.write [--seconds 20] [--concurrency 64] [--mode both|on|off]
+
+Uses the `make run` stack (TALLY_* settings), durable commits (synchronous_commit on).
+Prints one human line per mode and a JSON document at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench.common import (
+    Connection,
+    machine,
+    percentile,
+    prepare_stack,
+    start_service,
+    stop_service,
+)
+from command_api.auth import mint_token
+from tally.settings import get_settings
+
+PORT = 18100
+
+
+async def _post_comments(tokens: list[str], count: int) -> list[str]:
+    conn = await Connection.open("127.0.0.1", PORT)
+    ids = []
+    for n in range(count):
+        body = json.dumps({"commentable_id": f"bench-{n % 20}", "content": f"c{n}"}).encode()
+        status, reply = await conn.request(
+            "POST", "/api/comments", body, {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
+        )
+        assert status == 201, reply
+        ids.append(json.loads(reply)["id"])
+    await conn.close()
+    return ids
+
+
+async def _load(
+    comments: list[str],
+    tokens: list[str],
+    seconds: float,
+    warmup: float,
+    concurrency: int,
+    idempotency: bool,
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+    # Zipf-like popularity: a few comments get most of the votes.
+    weights = [1 / (rank + 1) for rank in range(len(comments))]
+
+    async def client() -> None:
+        conn = await Connection.open("127.0.0.1", PORT)
+        rng = random.Random()
+        try:
+            while (now := time.perf_counter()) < stop_at:
+                comment = rng.choices(comments, weights)[0]
+                headers = {"Authorization": f"Bearer {rng.choice(tokens)}"}
+                if idempotency:
+                    headers["Idempotency-Key"] = uuid.uuid4().hex
+                body = b'{"value":%d}' % rng.choice((-1, 0, 1))
+                sent = time.perf_counter()
+                status, _ = await conn.request(
+                    "PUT", f"/api/comments/{comment}/vote", body, headers
+                )
+                done = time.perf_counter()
+                if now >= measure_from:
+                    latencies.append(done - sent)
+                    statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    latencies.sort()
+    ok = statuses.get(200, 0)
+    return {
+        "votes_per_second": round(ok / seconds, 1),
+        "requests": sum(statuses.values()),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "max_ms": round(latencies[-1] * 1000, 2) if latencies else None,
+    }
+
+
+def run_mode(group_commit: bool, args: argparse.Namespace) -> dict[str, Any]:
+    settings = get_settings()
+    tokens = [mint_token(f"user-{n}", settings.jwt_secret, 3600) for n in range(args.users)]
+    env = {
+        "TALLY_GROUP_COMMIT": str(group_commit).lower(),
+        "TALLY_LOG_FORMAT": "json",
+        "TALLY_LOG_LEVEL": "warning",
+    }
+    proc = start_service("command-api", PORT, env, args.workers)
+    try:
+        comments = asyncio.run(_post_comments(tokens, args.comments))
+        result = asyncio.run(
+            _load(comments, tokens, args.seconds, args.warmup, args.concurrency, args.idempotency)
+        )
+    finally:
+        stop_service(proc)
+    result |= {
+        "group_commit": group_commit,
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "idempotency_keys": args.idempotency,
+        "users": args.users,
+        "comments": args.comments,
+    }
+    print(
+        f"group_commit={'on ' if group_commit else 'off'} {result['votes_per_second']:>8} votes/s"
+        f"  p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  statuses {result['statuses']}",
+        file=sys.stderr,
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--comments", type=int, default=500)
+    parser.add_argument("--mode", choices=["both", "on", "off"], default="both")
+    parser.add_argument(
+        "--no-idempotency",
+        dest="idempotency",
+        action="store_false",
+        help="send no Idempotency-Key (by default every vote carries a fresh one)",
+    )
+    args = parser.parse_args()
+    uvloop.install()
+    prepare_stack(get_settings())
+    modes = {"both": [True, False], "on": [True], "off": [False]}[args.mode]
+    runs = [run_mode(mode, args) for mode in modes]
+    report = {"benchmark": "write", "machine": machine(), "runs": runs}
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "write.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
