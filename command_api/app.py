@@ -13,12 +13,11 @@ from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from command_api.auth import TokenVerifier
-from command_api.correlation import correlation_middleware
 from command_api.executor import CommandExecutor
 from command_api.group_commit import GroupCommitter
 from command_api.idempotency import delete_expired_keys
@@ -26,6 +25,7 @@ from command_api.problems import exception_to_problem, problem
 from command_api.rate_limit import VoteRateLimiter
 from command_api.routes import ROUTES, current_user
 from command_api.unit_of_work import Outcome, WorkItem
+from tally.http_middleware import http_middleware
 from tally.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -119,17 +119,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
             await redis.aclose()
 
-    prometheus = PrometheusConfig(
-        app_name="tally_command_api",
-        prefix="tally_command_api",
-        group_path=True,
-        exclude=["/metrics", "/health"],
-    )
     return Litestar(
         route_handlers=[*ROUTES, health, ready, PrometheusController],
         dependencies={"user_id": Provide(current_user, sync_to_thread=False)},
         lifespan=[lifespan],
-        middleware=[correlation_middleware, prometheus.middleware],
+        middleware=[http_middleware("command_api")],
         exception_handlers={Exception: exception_to_problem},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Tally command API", version="0.1.0", path="/schema"),

@@ -1,8 +1,9 @@
 """Group commit: coalesce concurrent commands into one transaction.
 
-A worker takes the first queued command, then whatever else arrives within ``max_wait`` (up to
-``max_batch``), and runs them together: one lock on the log head and one fsync for the lot.
-Several workers run so that one batch collects while another commits.
+A worker takes the first queued command, waits until ``max_wait`` has passed or ``max_batch``
+commands are queued, and runs what is queued together: one lock on the log head and one fsync
+for the lot. Several workers run so that one batch collects while another commits. The wait
+costs one timer per batch, never one per command.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class GroupCommitter:
             asyncio.Queue()
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._collecting: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         """Start the workers (call from the app's lifespan)."""
@@ -73,29 +75,36 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         self._queue.put_nowait((item, future, loop.time()))
+        if self._collecting and self._queue.qsize() + 1 >= self._max_batch:
+            for waiting in self._collecting:
+                if not waiting.done():
+                    waiting.set_result(None)
         return await future
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            deadline = loop.time() + self._max_wait
-            while len(batch) < self._max_batch:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+            if self._max_wait > 0 and self._queue.qsize() + 1 < self._max_batch:
+                await self._collect(loop)
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             started = loop.time()
             for _, _, queued_at in batch:
                 QUEUE_WAIT.observe(started - queued_at)
             BATCH_SIZE.observe(len(batch))
             await self._run(batch)
+
+    async def _collect(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let more commands arrive: until ``max_wait`` passes or the batch is full."""
+        ready: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(self._max_wait, _resolve, ready)
+        self._collecting.add(ready)
+        try:
+            await ready
+        finally:
+            timer.cancel()
+            self._collecting.discard(ready)
 
     async def _run(self, batch: list[tuple[WorkItem, asyncio.Future[Outcome], float]]) -> None:
         try:
@@ -106,3 +115,8 @@ class GroupCommitter:
         for (_, future, _), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

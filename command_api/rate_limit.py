@@ -7,12 +7,13 @@ than briefly not limiting them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 
 import structlog
 from prometheus_client import Counter
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +50,7 @@ class VoteRateLimiter:
 
     def __init__(self, redis: Redis, limit: int, window_seconds: int) -> None:
         self._redis = redis
-        self._script = redis.register_script(_SCRIPT)
+        self._sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()
         self._limit = limit
         self._window_ms = window_seconds * 1000
         self._waiting: list[tuple[str, asyncio.Future[int]]] = []
@@ -77,14 +78,11 @@ class VoteRateLimiter:
 
     async def _flush(self, batch: list[tuple[str, asyncio.Future[int]]]) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for user_id, _ in batch:
-                    await self._script(
-                        keys=[f"tally:ratelimit:votes:{{{user_id}}}"],
-                        args=[self._window_ms, self._limit],
-                        client=pipe,
-                    )
-                results = [int(r) for r in await pipe.execute()]
+            try:
+                results = await self._evaluate(batch)
+            except NoScriptError:  # Redis restarted and lost its script cache
+                await self._redis.script_load(_SCRIPT)
+                results = await self._evaluate(batch)
         except (RedisError, OSError) as exc:
             LIMITER_ERRORS.inc(len(batch))
             log.warning("rate_limiter_unavailable", error=str(exc))
@@ -92,3 +90,16 @@ class VoteRateLimiter:
         for (_, future), wait_ms in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(wait_ms)
+
+    async def _evaluate(self, batch: list[tuple[str, asyncio.Future[int]]]) -> list[int]:
+        # EVALSHA on a plain pipeline: no SCRIPT EXISTS round trip before each flush.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_id, _ in batch:
+                pipe.evalsha(
+                    self._sha,
+                    1,
+                    f"tally:ratelimit:votes:{{{user_id}}}",
+                    str(self._window_ms),
+                    str(self._limit),
+                )
+            return [int(r) for r in await pipe.execute()]

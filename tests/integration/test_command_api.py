@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -346,7 +347,9 @@ async def test_health_ready_metrics_and_openapi_answer(api: ApiFactory, settings
         schema = (await client.get("/schema/openapi.json")).json()
     assert ready["checks"] == {"postgres": "ok", "redis": "ok"}
     assert "tally_group_commit_batch_size_bucket" in metrics
-    assert "tally_command_api_requests_total" in metrics
+    posted = 'method="POST",route="/api/comments",service="command_api",status="201"'
+    count = re.search(rf"tally_http_request_duration_seconds_count{{{posted}}} (\S+)", metrics)
+    assert count is not None and float(count.group(1)) >= 1
     operations = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
     assert {"post_comment", "edit_comment", "delete_comment", "cast_vote", "retract_vote"} <= (
         operations

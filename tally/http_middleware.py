@@ -1,0 +1,70 @@
+"""One ASGI middleware for every HTTP app: correlation ids and request metrics.
+
+The correlation id comes from ``X-Request-ID`` (or is made up), is bound to structlog's context
+for the request, stored in event metadata by the write path, and echoed in the response.
+Metrics: one histogram per (service, method, route template, status); its count is the request
+rate and, by status, the error rate.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+import structlog
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import Histogram
+
+HEADER = b"x-request-id"
+_VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+REQUEST_SECONDS = Histogram(
+    "tally_http_request_duration_seconds",
+    "HTTP request latency by route and status",
+    ["service", "method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+_SKIP_METRICS = {"/metrics", "/health"}
+
+
+def http_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
+    """Middleware factory for ``Litestar(middleware=[...])``."""
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != ScopeType.HTTP:
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            incoming = next((v for k, v in scope["headers"] if k == HEADER), b"")
+            correlation_id = incoming.decode() if _VALID.match(incoming) else uuid.uuid4().hex
+            structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+            status = 500
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        (HEADER, correlation_id.encode()),
+                    ]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_with_id)
+            finally:
+                structlog.contextvars.unbind_contextvars("correlation_id")
+                handler = scope.get("route_handler")
+                route = next(iter(handler.paths)) if handler is not None else "unmatched"
+                if route not in _SKIP_METRICS:
+                    REQUEST_SECONDS.labels(service, scope["method"], route, str(status)).observe(
+                        time.perf_counter() - started
+                    )
+
+        return middleware
+
+    return factory
