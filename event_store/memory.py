@@ -55,11 +55,12 @@ class InMemoryEventStore:
         return [e for e in self._log if e.stream_id == stream_id]
 
     async def read_all(
-        self, after: int = 0, batch_size: int = 1000
+        self, after: int = 0, batch_size: int = 1000, until: int | None = None
     ) -> AsyncIterator[list[Envelope]]:
         """See ``EventStore.read_all``."""
-        for start in range(after, len(self._log), batch_size):
-            yield self._log[start : start + batch_size]
+        end = len(self._log) if until is None else min(until, len(self._log))
+        for start in range(after, end, batch_size):
+            yield self._log[start : min(start + batch_size, end)]
 
     async def head(self) -> int:
         """See ``EventStore.head``."""

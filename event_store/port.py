@@ -43,8 +43,10 @@ class EventStore(Protocol):
         """Every event of one stream, oldest first."""
         ...
 
-    def read_all(self, after: int = 0, batch_size: int = 1000) -> AsyncIterator[list[Envelope]]:
-        """Every event with a position above ``after``, in position order, in batches."""
+    def read_all(
+        self, after: int = 0, batch_size: int = 1000, until: int | None = None
+    ) -> AsyncIterator[list[Envelope]]:
+        """Every event with a position above ``after`` (up to ``until``), in order, in batches."""
         ...
 
     async def head(self) -> int:

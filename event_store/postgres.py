@@ -224,14 +224,16 @@ class PostgresEventStore:
             return [envelope_from_row(r) for r in await cur.fetchall()]
 
     async def read_all(
-        self, after: int = 0, batch_size: int = 1000
+        self, after: int = 0, batch_size: int = 1000, until: int | None = None
     ) -> AsyncIterator[list[Envelope]]:
         """See ``EventStore.read_all``; streams through a server-side cursor."""
+        upto = until if until is not None else 2**62
         async with self._pool.connection() as conn, conn.transaction():
             cur = conn.cursor(name="tally_read_all")
             try:
                 await cur.execute(
-                    SELECT_ENVELOPE + " WHERE position > %s ORDER BY position", (after,)
+                    SELECT_ENVELOPE + " WHERE position > %s AND position <= %s ORDER BY position",
+                    (after, upto),
                 )
                 while rows := await cur.fetchmany(batch_size):
                     yield [envelope_from_row(r) for r in rows]

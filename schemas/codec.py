@@ -6,7 +6,9 @@ An unknown type or version is an ``UnknownEventError``, never a silent skip.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
@@ -18,8 +20,28 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 # (type, from_version) -> function turning that version's dict into the next version's.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
+
+class RawEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    """An envelope whose event is still JSON: what the relay publishes, what consumers read."""
+
+    event_id: str
+    stream_id: str
+    stream_version: int
+    position: int
+    occurred_at: str
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    event: msgspec.Raw
+
+
+class _EventHeader(msgspec.Struct):
+    type: str
+    schema_version: int = 1
+
+
 _event_decoder = msgspec.json.Decoder(Event)
-_envelope_decoder = msgspec.json.Decoder(Envelope)
+_raw_envelope_decoder = msgspec.json.Decoder(RawEnvelope)
+_header_decoder = msgspec.json.Decoder(_EventHeader)
 _encoder = msgspec.json.Encoder()
 
 
@@ -40,7 +62,7 @@ def decode_event(type_name: str, schema_version: int, data: bytes | str) -> Even
         try:
             event: Event = _event_decoder.decode(data)
             return event
-        except msgspec.ValidationError as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise UnknownEventError(f"{type_name} v{schema_version}: {exc}") from exc
     upcasted: Event = msgspec.convert(
         upcast(type_name, schema_version, msgspec.json.decode(data)), Event
@@ -65,8 +87,23 @@ def upcast(type_name: str, schema_version: int, raw: dict[str, Any]) -> dict[str
 
 
 def decode_envelope(data: bytes) -> Envelope:
-    """Decode a JSON envelope (as published to Kafka)."""
+    """Decode a JSON envelope (as published to Kafka), upcasting its event if it is old."""
     try:
-        return _envelope_decoder.decode(data)
+        raw = _raw_envelope_decoder.decode(data)
+        header = _header_decoder.decode(raw.event)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise UnknownEventError(f"undecodable envelope: {exc}") from exc
+    event = decode_event(header.type, header.schema_version, raw.event)
+    try:
+        return Envelope(
+            event_id=msgspec.convert(raw.event_id, UUID),
+            stream_id=raw.stream_id,
+            stream_version=raw.stream_version,
+            position=raw.position,
+            occurred_at=msgspec.convert(raw.occurred_at, datetime),
+            correlation_id=raw.correlation_id,
+            causation_id=raw.causation_id,
+            event=event,
+        )
     except msgspec.ValidationError as exc:
-        raise UnknownEventError(str(exc)) from exc
+        raise UnknownEventError(f"bad envelope: {exc}") from exc

@@ -103,6 +103,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 SERVICES = ["command-api"]
+# What `tally run` starts, each as its own process.
+RUN_PROCESSES = [
+    ["serve", "command-api"],
+    ["relay"],
+    ["project", "all"],
+]
 
 
 def _run(settings: Settings) -> int:
@@ -112,9 +118,9 @@ def _run(settings: Settings) -> int:
     stack.stack_up(settings, console.print)
     _migrate(settings)
     procs: list[subprocess.Popen[bytes]] = []
-    for service in SERVICES:
-        procs.append(subprocess.Popen([sys.executable, "-m", "tally.cli", "serve", service]))
-        console.print(f"started {service} (pid {procs[-1].pid})")
+    for argv in RUN_PROCESSES:
+        procs.append(subprocess.Popen([sys.executable, "-m", "tally.cli", *argv]))
+        console.print(f"started tally {' '.join(argv)} (pid {procs[-1].pid})")
     console.print(
         f"command API on http://{settings.command_api_host}:{settings.command_api_port}"
         " (OpenAPI at /schema). Get a token with: tally token --user alice. Ctrl-C stops."
@@ -146,6 +152,49 @@ def _run(settings: Settings) -> int:
     return exit_code
 
 
+def _backend(args: argparse.Namespace, settings: Settings) -> int:
+    import uvloop
+
+    from tally import services
+    from tally.logging import configure_logging
+
+    configure_logging(args.command, settings.log_format, settings.log_level)
+    if args.command == "relay":
+        uvloop.run(services.run_relay(settings))
+    elif args.command == "project":
+        names = (
+            list(services.PROJECTIONS) if "all" in args.names else list(dict.fromkeys(args.names))
+        )
+        uvloop.run(services.run_projectors(settings, names))
+    else:
+        return uvloop.run(_dlq(args, settings))
+    return 0
+
+
+async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from projectors import parking
+    from tally import services
+
+    async with services.open_pool(settings, "dlq") as pool:
+        if args.action == "list":
+            table = Table("projection", "position", "comment", "error", "parked at")
+            for name, position, comment, error, at in await parking.list_parked(
+                pool, args.projection
+            ):
+                table.add_row(name, str(position), comment, error, str(at))
+            Console().print(table)
+            return 0
+        names = [args.projection] if args.projection else list(services.PROJECTIONS)
+        async with services.open_projections(settings, names) as projections:
+            still = 0
+            for projection in projections:
+                await projection.setup()
+                applied, left = await parking.retry(pool, projection)
+                console.print(f"{projection.name}: {applied} applied, {left} still parked")
+                still += left
+        return 1 if still else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tally", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=int)
     sv.add_argument("--port", type=int)
     sub.add_parser("run", help="stack up, migrate and run every service until Ctrl-C")
+    sub.add_parser("relay", help="publish the outbox to Kafka (one leader, others stand by)")
+    pj = sub.add_parser("project", help="run projections from Kafka")
+    pj.add_argument("names", nargs="+", choices=["all", "redis", "comments", "votes"])
+    dq = sub.add_parser("dlq", help="inspect or retry parked events")
+    dq.add_argument("action", choices=["list", "retry"])
+    dq.add_argument("--projection", choices=["redis", "comments", "votes"])
     return parser
 
 
@@ -177,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             return _token(args, settings)
         if args.command == "serve":
             return _serve(args, settings)
+        if args.command in ("relay", "project", "dlq"):
+            return _backend(args, settings)
         return _run(settings)
     except SettingsError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")

@@ -48,6 +48,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     vote_rate_window_seconds: int = 60
     max_body_bytes: int = 64 * 1024
 
+    kafka_topic: str = "tally.events"
+    kafka_dlq_topic: str = "tally.events.dlq"
+    kafka_partitions: int = 6
+    # Real Kafka: turn on. The local Tansu broker rejects idempotent producers (InitProducerId).
+    kafka_idempotent_producer: bool = False
+    relay_batch_size: int = 2000
+    relay_poll_interval_ms: float = 20.0
+    relay_metrics_port: int = 9101
+    projector_batch_size: int = 2000
+    projector_metrics_port: int = 9102
+    redis_generation: str = "1"
+
     log_format: str = "auto"
     log_level: str = "info"
 

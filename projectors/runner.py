@@ -1,0 +1,279 @@
+"""Run one projection from Kafka: consume, heal gaps, apply, park poison, commit.
+
+- One consumer group per projection (``tally.<name>``), offsets committed by hand after the
+  batch was applied: a crash replays the batch, and the projection skips what it has.
+- Each message says which position the relay published before it on that partition (``prev``).
+  If that is above the last position seen here, messages were lost (a broker lost its data, a
+  topic was recreated): the missing range is read from the event store before going on.
+- An event that cannot be decoded or applied is parked with the later events of its comment;
+  an outage of the projection's store is retried until it comes back, never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Gauge
+from psycopg_pool import AsyncConnectionPool
+
+from event_store.partitioning import partition_for
+from event_store.postgres import PostgresEventStore
+from event_store.relay import ensure_topic
+from projectors import parking
+from projectors.base import CannotApply, Projection
+from schemas.codec import UnknownEventError, decode_envelope
+from schemas.envelope import Envelope
+from tally.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+APPLIED = Counter("tally_projection_applied_total", "Events applied", ["projection"])
+PARKED = Counter("tally_projection_parked_total", "Events parked (DLQ)", ["projection"])
+GAPS = Counter("tally_projection_gaps_healed_total", "Gaps healed from the store", ["projection"])
+ERRORS = Counter("tally_projection_store_errors_total", "Failed applies, retried", ["projection"])
+CHECKPOINT = Gauge("tally_projection_checkpoint_position", "Last position applied", ["projection"])
+LAG_EVENTS = Gauge("tally_projection_lag_events", "Head position minus checkpoint", ["projection"])
+LAG_SECONDS = Gauge(
+    "tally_projection_lag_seconds", "Now minus the time of the last applied event", ["projection"]
+)
+
+
+class Stopping(Exception):
+    """The runner was asked to stop while waiting for its store."""
+
+
+class ProjectorRunner:
+    """Feeds one projection from the events topic."""
+
+    def __init__(
+        self, projection: Projection, settings: Settings, pool: AsyncConnectionPool[Any]
+    ) -> None:
+        self.projection = projection
+        self._settings = settings
+        self._pool = pool
+        self._store = PostgresEventStore(pool)
+        self._name = projection.name
+        self._seen: dict[int, int] = {}
+        self._parked: set[str] = set()
+        self._stop = asyncio.Event()
+        self._dlq: AIOKafkaProducer | None = None
+        self._checkpoint = 0
+        self._last_time = 0.0
+        self._lag_checked = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; commit only what was applied."""
+        self._stop = stop
+        with contextlib.suppress(Stopping):
+            await self._consume(stop)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        await self._until_ready(self.projection.setup)
+        await self._until_ready(lambda: ensure_topic(self._settings))
+        consumer = AIOKafkaConsumer(
+            self._settings.kafka_topic,
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            group_id=f"tally.{self._name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self._settings.projector_batch_size,
+            metadata_max_age_ms=5000,
+        )
+        await self._until_ready(consumer.start)
+        self._seen = await self._load_seen()
+        self._parked = await parking.parked_comments(self._pool, self._name)
+        log.info("projector_started", projection=self._name)
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(
+                    timeout_ms=200, max_records=self._settings.projector_batch_size
+                )
+                if batches:
+                    partitions = len(
+                        consumer.partitions_for_topic(self._settings.kafka_topic) or ()
+                    )
+                    for tp, messages in batches.items():
+                        await self._handle(tp.partition, messages, partitions or 1)
+                    await self._save_seen()
+                    try:
+                        await consumer.commit()
+                    except KafkaError as exc:  # replayed later, skipped by position
+                        log.warning("offset_commit_failed", error=str(exc))
+                await self._update_lag()
+        finally:
+            await consumer.stop()
+            if self._dlq is not None:
+                await self._dlq.stop()
+            log.info("projector_stopped", projection=self._name, checkpoint=self._checkpoint)
+
+    async def _handle(
+        self, partition: int, messages: list[ConsumerRecord[Any, Any]], n: int
+    ) -> None:
+        last = self._seen.get(partition, 0)
+        ready: list[Envelope] = []
+        for message in messages:
+            headers = dict(message.headers or ())
+            position = int(headers.get("position", b"0"))
+            prev = int(headers.get("prev", b"0"))
+            if position and position <= last:
+                continue  # redelivered: applied already
+            if prev > last:
+                await self._flush(ready)
+                ready = []
+                await self._heal(partition, n, last, prev)
+            try:
+                ready.append(decode_envelope(message.value))
+            except UnknownEventError as exc:
+                key = (message.key or b"").decode(errors="replace")
+                await self._park([(position, key, str(exc))])
+            last = max(last, position)
+        await self._flush(ready)
+        self._seen[partition] = last
+
+    async def _heal(self, partition: int, partitions: int, after: int, upto: int) -> None:
+        """Apply this partition's events in (after, upto] straight from the event store."""
+        GAPS.labels(self._name).inc()
+        log.warning(
+            "gap_healing", projection=self._name, partition=partition, after=after, upto=upto
+        )
+        async for batch in self._store.read_all(after=after, until=upto, batch_size=5000):
+            mine = [e for e in batch if partition_for(e.event.comment_id, partitions) == partition]
+            await self._flush(mine)
+
+    async def _flush(self, envelopes: Sequence[Envelope]) -> None:
+        """Apply ``envelopes``; park held-back and poison events, keeping per-comment order."""
+        if not envelopes:
+            return
+        held = [e for e in envelopes if str(e.event.comment_id) in self._parked]
+        if held:
+            await self._park(
+                [(e.position, str(e.event.comment_id), "held behind a parked event") for e in held]
+            )
+        ready = [e for e in envelopes if str(e.event.comment_id) not in self._parked]
+        try:
+            await self._apply(ready)
+        except CannotApply:
+            await self._apply_one_comment_at_a_time(ready)
+        self._applied(ready)
+
+    async def _apply_one_comment_at_a_time(self, envelopes: Sequence[Envelope]) -> None:
+        by_comment: dict[str, list[Envelope]] = defaultdict(list)
+        for envelope in envelopes:
+            by_comment[str(envelope.event.comment_id)].append(envelope)
+        for comment_id, events in by_comment.items():
+            for index, envelope in enumerate(events):
+                try:
+                    await self._apply([envelope])
+                except CannotApply as exc:
+                    rest = events[index + 1 :]
+                    await self._park(
+                        [(envelope.position, comment_id, exc.reason)]
+                        + [(e.position, comment_id, "held behind a parked event") for e in rest]
+                    )
+                    break
+
+    async def _apply(self, envelopes: Sequence[Envelope]) -> None:
+        """Apply, retrying while the projection's store is down."""
+        delay = 0.2
+        while True:
+            try:
+                await self.projection.apply(envelopes)
+                return
+            except CannotApply:
+                raise
+            except Exception as exc:
+                ERRORS.labels(self._name).inc()
+                log.warning("projection_store_error", projection=self._name, error=str(exc))
+                if self._stop.is_set():
+                    raise Stopping from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _park(self, rows: list[tuple[int, str, str]]) -> None:
+        await parking.park(self._pool, self._name, rows)
+        self._parked.update(comment for _, comment, _ in rows)
+        PARKED.labels(self._name).inc(len(rows))
+        log.error(
+            "events_parked", projection=self._name, positions=[r[0] for r in rows], error=rows[0][2]
+        )
+        await self._copy_to_dlq(rows)
+
+    async def _copy_to_dlq(self, rows: list[tuple[int, str, str]]) -> None:
+        try:
+            if self._dlq is None:
+                self._dlq = AIOKafkaProducer(bootstrap_servers=self._settings.kafka_bootstrap)
+                await self._dlq.start()
+            for position, comment_id, error in rows:
+                body = {
+                    "projection": self._name,
+                    "position": position,
+                    "comment_id": comment_id,
+                    "error": error,
+                }
+                await self._dlq.send(
+                    self._settings.kafka_dlq_topic,
+                    msgspec.json.encode(body),
+                    key=comment_id.encode(),
+                )
+        except KafkaError as exc:  # the parked_events table is the record; this is a copy
+            log.warning("dlq_copy_failed", error=str(exc))
+
+    def _applied(self, envelopes: Sequence[Envelope]) -> None:
+        if not envelopes:
+            return
+        APPLIED.labels(self._name).inc(len(envelopes))
+        self._checkpoint = max(self._checkpoint, envelopes[-1].position)
+        self._last_time = envelopes[-1].occurred_at.timestamp()
+        CHECKPOINT.labels(self._name).set(self._checkpoint)
+
+    async def _update_lag(self) -> None:
+        if time.monotonic() - self._lag_checked < 2:
+            return
+        self._lag_checked = time.monotonic()
+        with contextlib.suppress(Exception):
+            head = await self._store.head()
+            lag = max(0, head - self._checkpoint)
+            LAG_EVENTS.labels(self._name).set(lag)
+            LAG_SECONDS.labels(self._name).set(
+                max(0.0, time.time() - self._last_time) if lag and self._last_time else 0.0
+            )
+
+    async def _load_seen(self) -> dict[int, int]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT partition, last_position FROM projection_partitions WHERE projection = %s",
+                (self._name,),
+            )
+            return {int(p): int(pos) for p, pos in await cur.fetchall()}
+
+    async def _save_seen(self) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO projection_partitions (projection, partition, last_position)"
+                " SELECT %s, * FROM unnest(%s::int[], %s::int8[])"
+                " ON CONFLICT (projection, partition)"
+                " DO UPDATE SET last_position = excluded.last_position",
+                (self._name, list(self._seen), list(self._seen.values())),
+            )
+
+    async def _until_ready(self, step: Any) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await step()
+                return
+            except Exception as exc:
+                log.warning("projector_waiting", projection=self._name, error=str(exc))
+                if self._stop.is_set():
+                    raise Stopping from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
