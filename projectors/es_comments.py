@@ -36,6 +36,8 @@ class EsCommentsProjection:
 
     async def apply(self, envelopes: Sequence[Envelope]) -> None:
         """Fold the batch into the stored documents and write the changed ones."""
+        if not envelopes:
+            return
         ids = list(dict.fromkeys(str(e.event.comment_id) for e in envelopes))
         found = await self._es.mget(index=self.alias, ids=ids)
         views: dict[UUID, CommentView | None] = {}

@@ -82,7 +82,7 @@ class ProjectorRunner:
         consumer = AIOKafkaConsumer(
             self._settings.kafka_topic,
             bootstrap_servers=self._settings.kafka_bootstrap,
-            group_id=f"tally.{self._name}",
+            group_id=f"{self._settings.kafka_group_prefix}.{self._name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self._settings.projector_batch_size,
@@ -133,6 +133,8 @@ class ProjectorRunner:
             try:
                 ready.append(decode_envelope(message.value))
             except UnknownEventError as exc:
+                await self._flush(ready)  # what came before it is applied first
+                ready = []
                 key = (message.key or b"").decode(errors="replace")
                 await self._park([(position, key, str(exc))])
             last = max(last, position)

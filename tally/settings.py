@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_topic: str = "tally.events"
     kafka_dlq_topic: str = "tally.events.dlq"
     kafka_partitions: int = 6
+    kafka_group_prefix: str = "tally"
     # Real Kafka: turn on. The local Tansu broker rejects idempotent producers (InitProducerId).
     kafka_idempotent_producer: bool = False
     relay_batch_size: int = 2000

@@ -49,7 +49,8 @@ async def clean_store(pool: AsyncConnectionPool[Any]) -> AsyncConnectionPool[Any
     """An empty event store and write model."""
     async with pool.connection() as conn:
         await conn.execute(
-            "TRUNCATE events, outbox, comments, votes, idempotency_keys;"
+            "TRUNCATE events, outbox, comments, votes, idempotency_keys, relay_partitions,"
+            " projection_partitions, parked_events;"
             " UPDATE event_head SET position = 0"
         )
     return pool

@@ -1,0 +1,175 @@
+"""The relay and the projector runner on the real broker, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from event_store.partitioning import partition_for
+from projectors import parking
+from projectors.redis_scores import RedisScoresProjection, prefix
+from projectors.runner import ProjectorRunner
+from tally.settings import Settings
+from tests.pipeline import (
+    eventually,
+    isolated,
+    record_history,
+    redis_matches_store,
+    relay_everything,
+)
+
+
+@pytest.fixture
+async def apool(settings: Settings, clean_store: Any) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """An autocommit pool, as the relay and the projectors use."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        settings.pg_dsn, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
+    )
+    await pool.open()
+    yield pool
+    await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def running(runner: ProjectorRunner) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_the_relay_publishes_in_order_keyed_by_comment_and_empties_the_outbox(
+    settings: Settings, apool: AsyncConnectionPool[Any]
+) -> None:
+    config = isolated(settings)
+    history = await record_history(apool, 80, seed=1)
+    assert await relay_everything(config, apool) == len(history)
+    consumer = AIOKafkaConsumer(
+        config.kafka_topic,
+        bootstrap_servers=config.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"{config.kafka_group_prefix}.check",
+    )
+    await consumer.start()
+    seen: dict[int, list[tuple[int, int, bytes]]] = defaultdict(list)
+    try:
+        while sum(len(v) for v in seen.values()) < len(history):
+            for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
+                for m in messages:
+                    h = dict(m.headers)
+                    seen[tp.partition].append((int(h["position"]), int(h["prev"]), m.key))
+    finally:
+        await consumer.stop()
+    by_position = {e.position: e for e in history}
+    for partition, messages in seen.items():
+        positions = [p for p, _, _ in messages]
+        assert positions == sorted(positions)  # in position order within a partition
+        assert [prev for _, prev, _ in messages] == [0, *positions[:-1]]  # the prev chain
+        for position, _, key in messages:
+            comment_id = by_position[position].event.comment_id
+            assert key == str(comment_id).encode()
+            assert partition_for(comment_id, config.kafka_partitions) == partition
+    async with apool.connection() as conn:
+        left = await (await conn.execute("SELECT count(*) FROM outbox")).fetchone()
+    assert left == (0,)
+
+
+async def test_a_lost_topic_is_healed_from_the_event_store(
+    settings: Settings, apool: AsyncConnectionPool[Any], redis: Redis
+) -> None:
+    config = isolated(settings)
+    await record_history(apool, 120, seed=2)
+    await relay_everything(config, apool)
+    # The broker loses everything published so far, before any projector read it.
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
+    await admin.start()
+    await admin.delete_topics([config.kafka_topic])
+    await admin.close()
+    await record_history(apool, 60, seed=3)
+    await relay_everything(config, apool)  # recreates the topic; prev still points back
+    projection = RedisScoresProjection(redis, config.redis_generation)
+    async with running(ProjectorRunner(projection, config, apool)):
+        await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
+
+
+async def test_redelivered_batches_change_nothing(
+    settings: Settings, apool: AsyncConnectionPool[Any], redis: Redis
+) -> None:
+    config = isolated(settings)
+    await record_history(apool, 100, seed=4)
+    await relay_everything(config, apool)
+    projection = RedisScoresProjection(redis, config.redis_generation)
+    async with running(ProjectorRunner(projection, config, apool)):
+        await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
+    # A new consumer group reads the whole topic again into the same keyspace.
+    again = isolated(
+        settings, kafka_topic=config.kafka_topic, redis_generation=config.redis_generation
+    )
+    async with apool.connection() as conn:
+        await conn.execute("TRUNCATE projection_partitions")
+    async with running(ProjectorRunner(projection, again, apool)):
+        await asyncio.sleep(3)
+    assert await redis_matches_store(redis, config.redis_generation, apool)
+
+
+async def test_a_poison_event_is_parked_with_its_comments_later_events_and_others_go_on(
+    settings: Settings, apool: AsyncConnectionPool[Any], redis: Redis
+) -> None:
+    config = isolated(settings)
+    history = await record_history(apool, 80, seed=5)
+    votes = [e for e in history if hasattr(e.event, "user_id")]
+    poison = votes[0]
+    victim = str(poison.event.comment_id)
+    async with apool.connection() as conn:
+        # As if a newer writer had stored an event type this projector does not know.
+        await conn.execute(
+            "UPDATE events SET type = 'VoteExploded', data = data || '{\"type\": \"VoteExploded\"}'"
+            " WHERE position = %s",
+            (poison.position,),
+        )
+    await relay_everything(config, apool)
+    projection = RedisScoresProjection(redis, config.redis_generation)
+    later = [
+        e.position
+        for e in history
+        if str(e.event.comment_id) == victim and e.position > poison.position
+    ]
+
+    async def parked() -> bool:
+        rows = await parking.list_parked(apool, "redis", limit=1000)
+        return {r[1] for r in rows} == {poison.position, *later}
+
+    async with running(ProjectorRunner(projection, config, apool)):
+        await eventually(parked)
+        others = [e for e in history if str(e.event.comment_id) != victim]
+        last_other = others[-1]
+        base = prefix(config.redis_generation, last_other.event.commentable_id)
+        key = f"{base}c:{last_other.event.comment_id}"
+        await eventually(lambda: _pos_at_least(redis, key, last_other.position))
+    # Fix the event (as a deploy of a newer projector would) and retry the parked ones.
+    async with apool.connection() as conn:
+        await conn.execute(
+            "UPDATE events SET type = %s, data = data || jsonb_build_object('type', %s::text)"
+            " WHERE position = %s",
+            (type(poison.event).__name__, type(poison.event).__name__, poison.position),
+        )
+    applied, left = await parking.retry(apool, projection)
+    assert (applied, left) == (1 + len(later), 0)
+    assert await redis_matches_store(redis, config.redis_generation, apool)
+
+
+async def _pos_at_least(redis: Redis, key: str, position: int) -> bool:
+    value = await redis.hget(key, "pos")
+    return value is not None and int(value) >= position

@@ -1,0 +1,100 @@
+"""Helpers for tests that run the real relay and projectors against the test stack."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaProducer
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from event_store.postgres import PostgresEventStore
+from event_store.relay import OutboxRelay, ensure_topic
+from projectors.fold import fold
+from projectors.redis_scores import prefix
+from schemas.envelope import Envelope
+from tally.settings import Settings
+from tests.histories import build_history
+
+
+def isolated(settings: Settings, **overrides: Any) -> Settings:
+    """Settings with a topic, consumer groups and Redis generation of this test's own."""
+    tag = uuid.uuid4().hex[:8]
+    own: dict[str, Any] = {
+        "kafka_topic": f"test.events.{tag}",
+        "kafka_dlq_topic": f"test.dlq.{tag}",
+        "kafka_group_prefix": f"test-{tag}",
+        "redis_generation": f"t{tag}",
+        "relay_metrics_port": 0,
+        "projector_metrics_port": 0,
+    }
+    return msgspec.structs.replace(settings, **(own | overrides))
+
+
+async def record_history(pool: AsyncConnectionPool[Any], actions: int, seed: int) -> list[Envelope]:
+    """Append a valid random history to the store (outbox rows included); return it as stored."""
+    rng = random.Random(seed)
+    plan = [
+        (
+            rng.choice([0, 1, 1, 1, 1, 1, 2, 3]),
+            rng.randrange(12),
+            rng.randrange(4),
+            rng.choice([-1, 0, 1]),
+        )
+        for _ in range(actions)
+    ]
+    tag = uuid.uuid4().hex[:8]
+    store = PostgresEventStore(pool)
+    for envelope in build_history(plan, [f"x-{tag}", f"y-{tag}"]):
+        await store.append(envelope.stream_id, envelope.stream_version - 1, [envelope.event])
+    return [e async for batch in store.read_all() for e in batch]
+
+
+async def relay_everything(settings: Settings, pool: AsyncConnectionPool[Any]) -> int:
+    """Publish the whole outbox once, as the leader would; return how many were published."""
+    await ensure_topic(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    relay = OutboxRelay(settings, pool)
+    await relay._load_partitions()
+    total = 0
+    try:
+        while published := await relay.publish_once(producer):
+            total += published
+    finally:
+        await producer.stop()
+    return total
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
+    """Wait until ``check`` passes (bounded); fail with a clear message otherwise."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"condition not met within {seconds} s")
+
+
+async def redis_matches_store(
+    redis: Redis, generation: str, pool: AsyncConnectionPool[Any]
+) -> bool:
+    """Do Redis counters equal the fold of the whole event store?"""
+    store = PostgresEventStore(pool)
+    views = fold([e async for batch in store.read_all() for e in batch])
+    async with redis.pipeline(transaction=False) as pipe:
+        for comment_id, view in views.items():
+            pipe.hmget(
+                f"{prefix(generation, view.commentable_id)}c:{comment_id}", "up", "down", "pos"
+            )
+        stored = await pipe.execute()
+    return all(
+        row == [str(v.up).encode(), str(v.down).encode(), str(v.position).encode()]
+        for row, v in zip(stored, views.values(), strict=True)
+    )
