@@ -7,6 +7,10 @@
   topic was recreated): the missing range is read from the event store before going on.
 - An event that cannot be decoded or applied is parked with the later events of its comment;
   an outage of the projection's store is retried until it comes back, never skipped.
+- A watchdog covers silence: when nothing has arrived for ``STALL_SECONDS`` while the event
+  store's head is past what this runner's partitions have seen (a relay outage, or a broker that
+  lost its data and left this consumer waiting at offsets beyond the recreated topic), it heals
+  those partitions from the store and rewinds partitions whose fetch position is past their end.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ LAG_SECONDS = Gauge(
 )
 
 
+STALL_SECONDS = 5.0
+
+
 class Stopping(Exception):
     """The runner was asked to stop while waiting for its store."""
 
@@ -69,6 +76,7 @@ class ProjectorRunner:
         self._checkpoint = 0
         self._last_time = 0.0
         self._lag_checked = 0.0
+        self._heard_at = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; commit only what was applied."""
@@ -79,7 +87,25 @@ class ProjectorRunner:
     async def _consume(self, stop: asyncio.Event) -> None:
         await self._until_ready(self.projection.setup)
         await self._until_ready(lambda: ensure_topic(self._settings))
-        consumer = AIOKafkaConsumer(
+        self._seen = await self._load_seen()
+        self._parked = await parking.parked_comments(self._pool, self._name)
+        log.info("projector_started", projection=self._name)
+        try:
+            while not stop.is_set():
+                consumer = self._consumer()
+                await self._until_ready(consumer.start)
+                try:
+                    await self._poll(consumer, stop)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(consumer.stop(), 10)
+        finally:
+            if self._dlq is not None:
+                await self._dlq.stop()
+            log.info("projector_stopped", projection=self._name, checkpoint=self._checkpoint)
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
             self._settings.kafka_topic,
             bootstrap_servers=self._settings.kafka_bootstrap,
             group_id=f"{self._settings.kafka_group_prefix}.{self._name}",
@@ -88,32 +114,41 @@ class ProjectorRunner:
             max_poll_records=self._settings.projector_batch_size,
             metadata_max_age_ms=5000,
         )
-        await self._until_ready(consumer.start)
-        self._seen = await self._load_seen()
-        self._parked = await parking.parked_comments(self._pool, self._name)
-        log.info("projector_started", projection=self._name)
-        try:
-            while not stop.is_set():
-                batches = await consumer.getmany(
-                    timeout_ms=200, max_records=self._settings.projector_batch_size
+
+    async def _poll(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        """Consume until stopped, or until this consumer looks stuck (then it is replaced)."""
+        stalls = 0
+        while not stop.is_set():
+            try:
+                batches = await asyncio.wait_for(
+                    consumer.getmany(
+                        timeout_ms=200, max_records=self._settings.projector_batch_size
+                    ),
+                    STALL_SECONDS,
                 )
-                if batches:
-                    partitions = len(
-                        consumer.partitions_for_topic(self._settings.kafka_topic) or ()
-                    )
-                    for tp, messages in batches.items():
-                        await self._handle(tp.partition, messages, partitions or 1)
-                    await self._save_seen()
-                    try:
-                        await consumer.commit()
-                    except KafkaError as exc:  # replayed later, skipped by position
-                        log.warning("offset_commit_failed", error=str(exc))
-                await self._update_lag()
-        finally:
-            await consumer.stop()
-            if self._dlq is not None:
-                await self._dlq.stop()
-            log.info("projector_stopped", projection=self._name, checkpoint=self._checkpoint)
+            except TimeoutError:  # a consumer stuck rejoining a group the broker forgot
+                batches = {}
+            # Without metadata (a stuck consumer), the count the topic is created with.
+            known = consumer.partitions_for_topic(self._settings.kafka_topic)
+            partitions = len(known) if known else self._settings.kafka_partitions
+            if batches:
+                stalls = 0
+                self._heard_at = time.monotonic()
+                for tp, messages in batches.items():
+                    await self._handle(tp.partition, messages, partitions)
+                await self._save_seen()
+                try:
+                    await consumer.commit()
+                except KafkaError as exc:  # replayed later, skipped by position
+                    log.warning("offset_commit_failed", error=str(exc))
+            elif time.monotonic() - self._heard_at > STALL_SECONDS:
+                self._heard_at = time.monotonic()
+                if await self._watchdog(consumer, partitions):
+                    stalls += 1
+                    if stalls >= 2:
+                        log.warning("replacing_stuck_consumer", projection=self._name)
+                        return
+            await self._update_lag()
 
     async def _handle(
         self, partition: int, messages: list[ConsumerRecord[Any, Any]], n: int
@@ -140,6 +175,28 @@ class ProjectorRunner:
             last = max(last, position)
         await self._flush(ready)
         self._seen[partition] = last
+
+    async def _watchdog(self, consumer: AIOKafkaConsumer, partitions: int) -> bool:
+        """Silence with events waiting in the store: heal from it and rewind stuck partitions.
+
+        Returns whether anything was waiting. Without an assignment (the consumer is stuck
+        rejoining), every partition is healed: idempotent, so at worst duplicate work.
+        """
+        assigned = consumer.assignment()
+        mine = sorted(tp.partition for tp in assigned) or list(range(partitions))
+        head = await self._store.head()
+        waiting = [p for p in mine if head > self._seen.get(p, 0)]
+        for partition in waiting:
+            await self._heal(partition, partitions, self._seen.get(partition, 0), head)
+            self._seen[partition] = head
+        for tp in assigned:
+            end = consumer.highwater(tp)
+            if end is not None and await consumer.position(tp) > end:
+                log.warning("rewinding_partition", projection=self._name, partition=tp.partition)
+                consumer.seek_to_beginning(tp)
+        if waiting:
+            await self._save_seen()
+        return bool(waiting)
 
     async def _heal(self, partition: int, partitions: int, after: int, upto: int) -> None:
         """Apply this partition's events in (after, upto] straight from the event store."""

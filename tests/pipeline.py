@@ -14,7 +14,8 @@ from aiokafka import AIOKafkaProducer
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from event_store.postgres import PostgresEventStore
+from event_store.port import PendingEvent
+from event_store.postgres import PostgresEventStore, append_pending
 from event_store.relay import OutboxRelay, ensure_topic
 from projectors.fold import fold
 from projectors.redis_scores import prefix
@@ -40,19 +41,28 @@ def isolated(settings: Settings, **overrides: Any) -> Settings:
 async def record_history(pool: AsyncConnectionPool[Any], actions: int, seed: int) -> list[Envelope]:
     """Append a valid random history to the store (outbox rows included); return it as stored."""
     rng = random.Random(seed)
+    # Mostly votes over many comments; deletes are rare so that most votes land.
+    kinds = [0] * 2 + [1] * 30 + [2, 3]
     plan = [
         (
-            rng.choice([0, 1, 1, 1, 1, 1, 2, 3]),
-            rng.randrange(12),
+            rng.choice(kinds),
+            rng.randrange(max(10, actions // 20)),
             rng.randrange(4),
             rng.choice([-1, 0, 1]),
         )
         for _ in range(actions)
     ]
     tag = uuid.uuid4().hex[:8]
+    history = build_history(plan, [f"x-{tag}", f"y-{tag}"])
+    pending = [
+        PendingEvent(stream_id=e.stream_id, stream_version=e.stream_version, event=e.event)
+        for e in history
+    ]
+    async with pool.connection() as conn:
+        for start in range(0, len(pending), 1000):
+            async with conn.transaction(), conn.cursor() as cur:
+                await append_pending(cur, pending[start : start + 1000])
     store = PostgresEventStore(pool)
-    for envelope in build_history(plan, [f"x-{tag}", f"y-{tag}"]):
-        await store.append(envelope.stream_id, envelope.stream_version - 1, [envelope.event])
     return [e async for batch in store.read_all() for e in batch]
 
 
@@ -98,3 +108,12 @@ async def redis_matches_store(
         row == [str(v.up).encode(), str(v.down).encode(), str(v.position).encode()]
         for row, v in zip(stored, views.values(), strict=True)
     )
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    """The ``TALLY_*`` environment that reproduces ``settings`` in a child process."""
+    env = {}
+    for name in settings.__struct_fields__:
+        value = getattr(settings, name)
+        env[f"TALLY_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env

@@ -35,6 +35,14 @@ def start_service(
     raise RuntimeError(f"{service} did not answer on port {port}")
 
 
+def start_process(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Run ``tally ARGV...`` in the background with ``env`` added."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tally.cli", *argv],
+        env={**os.environ, "TALLY_LOG_FORMAT": "json", **env},
+    )
+
+
 def stop_service(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
