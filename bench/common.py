@@ -120,3 +120,109 @@ def prepare_stack(settings: Settings) -> None:
 
     stack.stack_up(settings, lambda line: print(line, file=sys.stderr))
     _migrate(settings)
+
+
+def bench_settings(settings: Settings) -> Settings:
+    """The run stack's servers, but a database, topic, groups and keyspace of the bench's own."""
+    import uuid
+
+    import msgspec
+    import psycopg
+
+    tag = uuid.uuid4().hex[:8]
+    dsn = psycopg.conninfo.make_conninfo(settings.pg_dsn, dbname="tally_bench")
+    return msgspec.structs.replace(
+        settings,
+        pg_dsn=dsn,
+        kafka_topic=f"bench.events.{tag}",
+        kafka_dlq_topic=f"bench.dlq.{tag}",
+        kafka_group_prefix=f"bench-{tag}",
+        redis_generation=f"bench{tag}",
+        relay_metrics_port=0,
+        projector_metrics_port=0,
+    )
+
+
+async def fresh_bench_database(settings: Settings) -> None:
+    """Create and migrate the bench database, then empty it."""
+    import psycopg
+
+    from event_store.migrate import ensure_database, migrate
+
+    await ensure_database(settings.pg_dsn)
+    await migrate(settings.pg_dsn)
+    async with await psycopg.AsyncConnection.connect(settings.pg_dsn, autocommit=True) as conn:
+        await conn.execute(
+            "TRUNCATE events, outbox, comments, votes, idempotency_keys, relay_partitions,"
+            " projection_partitions, parked_events; UPDATE event_head SET position = 0"
+        )
+
+
+def synthetic_history(
+    events: int, commentables: int = 200, comments: int = 5000, seed: int = 1
+) -> list[Any]:
+    """A valid history: posts, then votes with Zipf-like popularity and right ``previous``."""
+    import random
+    import uuid
+
+    from event_store.port import PendingEvent
+    from schemas.events import CommentPosted, VoteCast, VoteChanged, VoteRetracted
+
+    rng = random.Random(seed)
+    ids = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(min(comments, events))]
+    where = {c: f"bench-{n % commentables}" for n, c in enumerate(ids)}
+    pending: list[Any] = [
+        PendingEvent(
+            stream_id=f"comment-{c}",
+            stream_version=1,
+            event=CommentPosted(
+                comment_id=c,
+                commentable_id=where[c],
+                author_id="author",
+                content="benchmark comment",
+            ),
+        )
+        for c in ids
+    ]
+    weights = [1 / (rank + 1) for rank in range(len(ids))]
+    current: dict[tuple[Any, str], tuple[Any, int]] = {}
+    while len(pending) < events:
+        c = rng.choices(ids, weights)[0]
+        user = f"u{rng.randrange(20000)}"
+        value, version = current.get((c, user), (0, 0))
+        new: Any = rng.choice([v for v in (-1, 0, 1) if v != value])
+        kind = VoteCast if value == 0 else VoteRetracted if new == 0 else VoteChanged
+        pending.append(
+            PendingEvent(
+                stream_id=f"vote-{c}-{user}",
+                stream_version=version + 1,
+                event=kind(
+                    comment_id=c, commentable_id=where[c], user_id=user, value=new, previous=value
+                ),
+            )
+        )
+        current[(c, user)] = (new, version + 1)
+    return pending
+
+
+async def record(settings: Settings, pending: list[Any], chunk: int = 5000) -> None:
+    """Append pending events (with their outbox rows) in large transactions."""
+    import psycopg
+
+    from event_store.postgres import append_pending
+
+    async with await psycopg.AsyncConnection.connect(settings.pg_dsn) as conn:
+        for start in range(0, len(pending), chunk):
+            async with conn.transaction(), conn.cursor() as cur:
+                await append_pending(cur, pending[start : start + chunk])
+
+
+def report(name: str, result: dict[str, Any]) -> None:
+    """Print the JSON report and keep a copy under bench/results/."""
+    import json
+
+    document = {"benchmark": name, "machine": machine(), **result}
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(document, indent=2))
+    print(json.dumps(document, indent=2))

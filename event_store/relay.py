@@ -222,6 +222,25 @@ class OutboxRelay:
         OUTBOX_OLDEST.set(float(age or 0))
 
 
+async def publish_all(settings: Settings, pool: AsyncConnectionPool[Any]) -> int:
+    """Publish the whole outbox once, as the leader does, without taking leadership.
+
+    For tests and benchmarks; return how many events were published.
+    """
+    await ensure_topic(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    relay = OutboxRelay(settings, pool)
+    await relay._load_partitions()
+    total = 0
+    try:
+        while published := await relay.publish_once(producer):
+            total += published
+    finally:
+        await producer.stop()
+    return total
+
+
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)

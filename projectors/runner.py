@@ -113,6 +113,7 @@ class ProjectorRunner:
             auto_offset_reset="earliest",
             max_poll_records=self._settings.projector_batch_size,
             metadata_max_age_ms=5000,
+            fetch_max_wait_ms=50,  # a new score should show in milliseconds, not half a second
         )
 
     async def _poll(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:

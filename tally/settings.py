@@ -85,6 +85,15 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise SettingsError(f"TALLY_{field.upper()}: {exc}") from None
 
 
+def as_environment(settings: Settings) -> dict[str, str]:
+    """The ``TALLY_*`` variables that reproduce ``settings`` in a child process."""
+    env = {}
+    for name in Settings.__struct_fields__:
+        value = getattr(settings, name)
+        env[f"TALLY_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read on first use."""

@@ -10,17 +10,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaProducer
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from event_store.port import PendingEvent
 from event_store.postgres import PostgresEventStore, append_pending
-from event_store.relay import OutboxRelay, ensure_topic
+from event_store.relay import publish_all
 from projectors.fold import fold
 from projectors.redis_scores import prefix
 from schemas.envelope import Envelope
-from tally.settings import Settings
+from tally.settings import Settings, as_environment
 from tests.histories import build_history
 
 
@@ -67,19 +66,8 @@ async def record_history(pool: AsyncConnectionPool[Any], actions: int, seed: int
 
 
 async def relay_everything(settings: Settings, pool: AsyncConnectionPool[Any]) -> int:
-    """Publish the whole outbox once, as the leader would; return how many were published."""
-    await ensure_topic(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    relay = OutboxRelay(settings, pool)
-    await relay._load_partitions()
-    total = 0
-    try:
-        while published := await relay.publish_once(producer):
-            total += published
-    finally:
-        await producer.stop()
-    return total
+    """Publish the whole outbox once; return how many were published."""
+    return await publish_all(settings, pool)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
@@ -112,8 +100,4 @@ async def redis_matches_store(
 
 def env_of(settings: Settings) -> dict[str, str]:
     """The ``TALLY_*`` environment that reproduces ``settings`` in a child process."""
-    env = {}
-    for name in settings.__struct_fields__:
-        value = getattr(settings, name)
-        env[f"TALLY_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
+    return as_environment(settings)

@@ -20,3 +20,10 @@ def test_variables_are_converted_to_their_types() -> None:
 def test_a_wrong_type_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="TALLY_VOTE_RATE_LIMIT"):
         load_settings({"TALLY_VOTE_RATE_LIMIT": "lots"})
+
+
+def test_settings_survive_a_trip_through_the_environment() -> None:
+    from tally.settings import as_environment
+
+    settings = load_settings({"TALLY_GROUP_COMMIT": "false", "TALLY_KAFKA_PARTITIONS": "3"})
+    assert load_settings(as_environment(settings)) == settings

@@ -1,0 +1,173 @@
+"""Projection lag: from a vote's 200 to its new score in Redis, at a steady vote rate.
+
+    python -m bench.lag [--rate 1000] [--seconds 60]
+
+Runs the command API (2 workers), the relay and the Redis projector as processes on the
+`make run` stack (own database, topic and keyspace), sends votes open-loop at ``--rate`` and
+times each one from its HTTP reply to the score change published by the projector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from typing import Any
+
+import uvloop
+from redis.asyncio import Redis
+
+from bench.common import (
+    Connection,
+    bench_settings,
+    fresh_bench_database,
+    percentile,
+    prepare_stack,
+    report,
+    start_service,
+    stop_service,
+)
+from command_api.auth import mint_token
+from tally.settings import Settings, as_environment, get_settings
+
+PORT = 18400
+
+
+async def post_comments(tokens: list[str], count: int) -> list[str]:
+    conn = await Connection.open("127.0.0.1", PORT)
+    ids = []
+    for n in range(count):
+        body = json.dumps({"commentable_id": f"lag-{n % 20}", "content": f"c{n}"}).encode()
+        status, reply = await conn.request(
+            "POST", "/api/comments", body, {"Authorization": f"Bearer {tokens[0]}"}
+        )
+        assert status == 201, reply
+        ids.append(json.loads(reply)["id"])
+    await conn.close()
+    return ids
+
+
+async def measure(settings: Settings, rate: int, seconds: float) -> dict[str, Any]:
+    users = 20_000
+    tokens = [mint_token(f"user-{n}", settings.jwt_secret, 3600) for n in range(users)]
+    comments = await post_comments(tokens, 200)
+    weights = [1 / (rank + 1) for rank in range(len(comments))]
+    redis = Redis.from_url(settings.redis_url)
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe("tally:live:*")
+    seen: dict[str, list[tuple[int, float]]] = {}
+
+    async def listen() -> None:
+        async for message in pubsub.listen():
+            if message["type"] == "pmessage":
+                change = json.loads(message["data"])
+                seen.setdefault(change["comment_id"], []).append(
+                    (change["position"], time.perf_counter())
+                )
+
+    listener = asyncio.create_task(listen())
+    connections = [await Connection.open("127.0.0.1", PORT) for _ in range(64)]
+    free: asyncio.Queue[Connection] = asyncio.Queue()
+    for conn in connections:
+        free.put_nowait(conn)
+    replies: list[tuple[str, int, float]] = []
+    errors = 0
+    rng = random.Random(7)
+
+    async def vote() -> None:
+        nonlocal errors
+        conn = await free.get()
+        try:
+            comment = rng.choices(comments, weights)[0]
+            headers = {"Authorization": f"Bearer {rng.choice(tokens)}"}
+            status, body = await conn.request(
+                "PUT",
+                f"/api/comments/{comment}/vote",
+                b'{"value":%d}' % rng.choice((-1, 1, 0)),
+                headers,
+            )
+            done = time.perf_counter()
+            reply = json.loads(body)
+            if status != 200:
+                errors += 1
+            elif reply["value"] != reply["previous"]:  # an event was appended
+                replies.append((comment, reply["position"], done))
+        finally:
+            free.put_nowait(conn)
+
+    started = time.perf_counter()
+    total = int(rate * seconds)
+    tasks = []
+    for n in range(total):
+        delay = started + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(vote()))
+    await asyncio.gather(*tasks)
+    sent_for = time.perf_counter() - started
+    await asyncio.sleep(3)  # let the last changes arrive
+    listener.cancel()
+    lags, missing = [], 0
+    for comment, position, replied in replies:
+        arrivals = [t for p, t in seen.get(comment, []) if p >= position]
+        if arrivals:
+            lags.append(max(0.0, min(arrivals) - replied))
+        else:
+            missing += 1
+    lags.sort()
+    for conn in connections:
+        await conn.close()
+    await pubsub.aclose()
+    await redis.aclose()
+    return {
+        "rate_asked": rate,
+        "rate_sent": round(total / sent_for, 1),
+        "seconds": seconds,
+        "votes_with_events": len(replies),
+        "errors": errors,
+        "missing": missing,
+        "lag_p50_ms": round(percentile(lags, 0.50) * 1000, 1),
+        "lag_p99_ms": round(percentile(lags, 0.99) * 1000, 1),
+        "lag_max_ms": round(lags[-1] * 1000, 1) if lags else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    prepare_stack(get_settings())
+    settings = bench_settings(get_settings())
+    uvloop.run(fresh_bench_database(settings))
+    env = as_environment(settings) | {
+        "TALLY_LOG_FORMAT": "json",
+        "TALLY_LOG_LEVEL": "warning",
+        "TALLY_VOTE_RATE_LIMIT": "0",
+    }
+    api = start_service("command-api", PORT, env, workers=2)
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "tally.cli", *argv], env={**os.environ, **env})
+        for argv in (["relay"], ["project", "redis"])
+    ]
+    try:
+        time.sleep(6)  # the projector joins its consumer group
+        result = uvloop.run(measure(settings, args.rate, args.seconds))
+    finally:
+        for proc in [*workers, api]:
+            stop_service(proc)
+    print(
+        f"lag at {result['rate_sent']} votes/s: p50 {result['lag_p50_ms']} ms,"
+        f" p99 {result['lag_p99_ms']} ms ({result['missing']} missing)",
+        file=sys.stderr,
+    )
+    report("lag", result)
+
+
+if __name__ == "__main__":
+    main()

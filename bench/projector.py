@@ -1,0 +1,88 @@
+"""Projector throughput: events per second applied to Redis, read from Kafka.
+
+    python -m bench.projector [--events 200000]
+
+Publishes a synthetic history (posts, then Zipf-popular votes over 200 commentables) to a
+bench topic, then runs the Redis projection's runner until it has applied the last event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any
+
+import uvloop
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from bench.common import (
+    bench_settings,
+    fresh_bench_database,
+    prepare_stack,
+    record,
+    report,
+    synthetic_history,
+)
+from event_store.relay import publish_all
+from projectors.redis_scores import RedisScoresProjection
+from projectors.runner import CHECKPOINT, ProjectorRunner
+from tally.settings import get_settings
+
+
+async def main(events: int) -> None:
+    settings = bench_settings(get_settings())
+    await fresh_bench_database(settings)
+    await record(settings, synthetic_history(events))
+    pool: AsyncConnectionPool = AsyncConnectionPool(
+        settings.pg_dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
+    )
+    await pool.open()
+    await publish_all(settings, pool)
+    redis = Redis.from_url(settings.redis_url)
+    runner = ProjectorRunner(
+        RedisScoresProjection(redis, settings.redis_generation), settings, pool
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    gauge = CHECKPOINT.labels("redis")
+    await reached(gauge, 1)  # the consumer joined and applied its first batch
+    started, first = time.perf_counter(), gauge._value.get()
+    await reached(gauge, events)
+    seconds = time.perf_counter() - started
+    stop.set()
+    await task
+    applied = events - first
+    rate = applied / seconds
+    print(
+        f"projector (redis): {applied:.0f} events in {seconds:.2f} s = {rate:,.0f} events/s",
+        file=sys.stderr,
+    )
+    await redis.aclose()
+    await pool.close()
+    report(
+        "projector",
+        {
+            "projection": "redis",
+            "events": int(applied),
+            "seconds": round(seconds, 3),
+            "events_per_second": round(rate),
+            "batch_size": settings.projector_batch_size,
+        },
+    )
+
+
+async def reached(gauge: Any, position: int) -> None:
+    """Poll the checkpoint gauge (a metric: there is nothing to await)."""
+    while gauge._value.get() < position:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    prepare_stack(get_settings())
+    uvloop.run(main(args.events))

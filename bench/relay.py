@@ -1,0 +1,75 @@
+"""Relay throughput: events per second from a filled outbox to Kafka-acknowledged and deleted.
+
+    python -m bench.relay [--events 200000]
+
+Fills the outbox of a bench database on the `make run` stack, then runs the relay's own
+publishing loop until the outbox is empty. Prints a human line and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import uvloop
+from aiokafka import AIOKafkaProducer
+from psycopg_pool import AsyncConnectionPool
+
+from bench.common import (
+    bench_settings,
+    fresh_bench_database,
+    prepare_stack,
+    record,
+    report,
+    synthetic_history,
+)
+from event_store.relay import OutboxRelay, ensure_topic
+from tally.settings import get_settings
+
+
+async def main(events: int) -> None:
+    settings = bench_settings(get_settings())
+    await fresh_bench_database(settings)
+    await record(settings, synthetic_history(events))
+    await ensure_topic(settings)
+    pool: AsyncConnectionPool = AsyncConnectionPool(
+        settings.pg_dsn, min_size=1, max_size=2, open=False
+    )
+    await pool.open()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        linger_ms=2,
+        max_batch_size=512 * 1024,
+    )
+    await producer.start()
+    relay = OutboxRelay(settings, pool)
+    started = time.perf_counter()
+    published = 0
+    try:
+        while batch := await relay.publish_once(producer):
+            published += batch
+    finally:
+        await producer.stop()
+        await pool.close()
+    seconds = time.perf_counter() - started
+    rate = published / seconds
+    print(f"relay: {published} events in {seconds:.2f} s = {rate:,.0f} events/s", file=sys.stderr)
+    report(
+        "relay",
+        {
+            "events": published,
+            "seconds": round(seconds, 3),
+            "events_per_second": round(rate),
+            "batch_size": settings.relay_batch_size,
+        },
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    prepare_stack(get_settings())
+    uvloop.run(main(args.events))
