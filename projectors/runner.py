@@ -96,6 +96,11 @@ class ProjectorRunner:
                 await self._until_ready(consumer.start)
                 try:
                     await self._poll(consumer, stop)
+                except (KafkaError, AssertionError) as exc:
+                    # The Kafka client gave up in a state it cannot leave (aiokafka reports
+                    # some, like a partition revoked mid-call, as AssertionError): start over.
+                    log.warning("replacing_consumer", projection=self._name, error=repr(exc))
+                    await asyncio.sleep(1)
                 finally:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(consumer.stop(), 10)
@@ -191,10 +196,13 @@ class ProjectorRunner:
             await self._heal(partition, partitions, self._seen.get(partition, 0), head)
             self._seen[partition] = head
         for tp in assigned:
-            end = consumer.highwater(tp)
-            if end is not None and await consumer.position(tp) > end:
-                log.warning("rewinding_partition", projection=self._name, partition=tp.partition)
-                consumer.seek_to_beginning(tp)
+            with contextlib.suppress(KafkaError, AssertionError):  # revoked meanwhile
+                end = consumer.highwater(tp)
+                if end is not None and await consumer.position(tp) > end:
+                    log.warning(
+                        "rewinding_partition", projection=self._name, partition=tp.partition
+                    )
+                    consumer.seek_to_beginning(tp)
         if waiting:
             await self._save_seen()
         return bool(waiting)

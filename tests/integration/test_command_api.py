@@ -311,9 +311,11 @@ async def test_bad_input_gets_a_problem_and_writes_nothing(
         {},
         {"Authorization": "Bearer not.a.token"},
         _token({"sub": "alice", "exp": int(time.time()) - 5}, "tally-local-dev-secret-change-me"),
-        _token({"sub": "alice", "exp": int(time.time()) + 60}, "some-other-secret-entirely!!!!!!"),
-        _token({"exp": int(time.time()) + 60}, "tally-local-dev-secret-change-me"),
-        _token({"sub": "alice", "exp": int(time.time()) + 60}, "", algorithm="none"),
+        _token(
+            {"sub": "alice", "exp": int(time.time()) + 3600}, "some-other-secret-entirely!!!!!!"
+        ),
+        _token({"exp": int(time.time()) + 3600}, "tally-local-dev-secret-change-me"),
+        _token({"sub": "alice", "exp": int(time.time()) + 3600}, "", algorithm="none"),
     ],
     ids=["missing", "garbage", "expired", "bad signature", "no sub", "alg none"],
 )
