@@ -32,7 +32,7 @@ from bench.common import (
     start_service,
     stop_service,
 )
-from command_api.auth import mint_token
+from tally.auth import mint_token
 from tally.settings import Settings, as_environment, get_settings
 
 PORT = 18400

@@ -28,7 +28,7 @@ from bench.common import (
     start_service,
     stop_service,
 )
-from command_api.auth import mint_token
+from tally.auth import mint_token
 from tally.settings import get_settings
 
 PORT = 18100

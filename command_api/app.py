@@ -17,15 +17,16 @@ from litestar.plugins.prometheus import PrometheusController
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from command_api.auth import TokenVerifier
 from command_api.executor import CommandExecutor
 from command_api.group_commit import GroupCommitter
 from command_api.idempotency import delete_expired_keys
-from command_api.problems import exception_to_problem, problem
+from command_api.problems import exception_to_problem
 from command_api.rate_limit import VoteRateLimiter
 from command_api.routes import ROUTES, current_user
 from command_api.unit_of_work import Outcome, WorkItem
+from tally.auth import TokenVerifier
 from tally.http_middleware import http_middleware
+from tally.problems import problem
 from tally.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)

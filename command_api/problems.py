@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
-import msgspec
-import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
 
-from command_api.auth import NotAuthenticated
 from command_api.deciders.errors import (
     CommentAlreadyExists,
     CommentIsDeleted,
@@ -23,10 +18,8 @@ from command_api.executor import StoreUnavailable
 from command_api.idempotency import IdempotencyKeyInFlight, IdempotencyKeyReused
 from command_api.rate_limit import RateLimited
 from event_store.errors import ConcurrencyError
-
-log = structlog.get_logger(__name__)
-
-PROBLEM_JSON = "application/problem+json"
+from tally.auth import NotAuthenticated
+from tally.problems import framework_problem, problem
 
 _DOMAIN_STATUS: dict[type[DomainError], int] = {
     CommentNotFound: 404,
@@ -53,29 +46,6 @@ _KNOWN: dict[type[Exception], tuple[int, str, str]] = {
 }
 
 
-def problem(
-    status: int,
-    code: str,
-    title: str,
-    detail: str,
-    instance: str,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> Response[bytes]:
-    """A problem+json response."""
-    body = {
-        "type": f"urn:tally:problem:{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": instance,
-        **extra,
-    }
-    return Response(
-        msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
-    )
-
-
 def exception_to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """The litestar exception handler for every exception."""
     path = request.url.path
@@ -91,21 +61,7 @@ def exception_to_problem(request: Request[Any, Any, Any], exc: Exception) -> Res
         elif isinstance(exc, NotAuthenticated):
             headers = {"WWW-Authenticate": 'Bearer realm="tally"'}
         return problem(status, code, title, str(exc), path, headers)
-    if isinstance(exc, ValidationException):
-        errors = exc.extra if isinstance(exc.extra, list) else []
-        from_body = any(isinstance(e, dict) and e.get("source") == "body" for e in errors)
-        status = 422 if from_body else 400
-        detail = "; ".join(f"{e.get('key')}: {e.get('message')}" for e in errors) or exc.detail
-        return problem(status, "validation-failed", "Invalid request", detail, path, errors=errors)
-    if isinstance(exc, HTTPException):
-        code = "malformed-body" if exc.status_code == 400 else f"http-{exc.status_code}"
-        detail = exc.detail
-        if exc.status_code == 413:
-            detail = "the request body is larger than this API accepts"
-        title = HTTPStatus(exc.status_code).phrase
-        return problem(exc.status_code, code, title, detail, path, exc.headers)
-    log.exception("unhandled_error", path=path)
-    return problem(500, "internal-error", "Internal error", "an unexpected error occurred", path)
+    return framework_problem(request, exc)
 
 
 def _title(code: str) -> str:

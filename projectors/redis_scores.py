@@ -6,6 +6,7 @@ Keys (``g`` is the generation, so a rebuild can fill a new keyspace and switch):
 - ``tally:g<g>:{<commentable>}:v:<comment>``: hash user -> vote (-1 or 1)
 - ``tally:g<g>:{<commentable>}:rank:<sort>``: sorted sets for top, new, best, controversial, hot
 - ``tally:g<g>:where:<comment>``: the comment's commentable (so a reader can find the keys)
+- ``tally:g<g>:checkpoint``: the highest position applied (only ever raised)
 
 One Lua call per batch and commentable applies the events, checks and stores each comment's
 last position in the same call, and publishes every score change on ``tally:live:<commentable>``.
@@ -26,12 +27,26 @@ from schemas.envelope import Envelope
 from schemas.events import CommentDeleted, CommentEdited, CommentPosted
 
 SCRIPT = (resources.files("projectors") / "redis_scores.lua").read_text()
+_RAISE = (
+    "if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then"
+    " redis.call('SET', KEYS[1], ARGV[1]) end"
+)
 _KIND = {CommentPosted: "P", CommentEdited: "E", CommentDeleted: "D"}
 
 
 def prefix(generation: str, commentable_id: str) -> str:
     """The key prefix of one commentable in one generation."""
     return f"tally:g{generation}:{{{commentable_id}}}:"
+
+
+def where_key(generation: str, comment_id: object) -> str:
+    """The key holding a comment's commentable."""
+    return f"tally:g{generation}:where:{comment_id}"
+
+
+def checkpoint_key(generation: str) -> str:
+    """The key holding the highest position the Redis projection applied."""
+    return f"tally:g{generation}:checkpoint"
 
 
 def live_channel(commentable_id: str) -> str:

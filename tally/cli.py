@@ -60,7 +60,7 @@ def _migrate(settings: Settings) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    from command_api.auth import mint_token
+    from tally.auth import mint_token
 
     ttl = args.ttl or settings.token_ttl_seconds
     print(mint_token(args.user, settings.jwt_secret, ttl, settings.jwt_algorithm))
@@ -86,7 +86,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         port = args.port or settings.command_api_port
         target = "command_api.app:create_app"
     else:
-        raise SystemExit(f"unknown service {args.service}")
+        workers = args.workers or settings.query_api_workers
+        port = args.port or settings.query_api_port
+        target = "query_api.app:create_app"
     _metrics_dir(settings, args.service)
     uvicorn.run(
         target,
@@ -102,10 +104,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-SERVICES = ["command-api"]
+SERVICES = ["command-api", "query-api"]
 # What `tally run` starts, each as its own process.
 RUN_PROCESSES = [
     ["serve", "command-api"],
+    ["serve", "query-api"],
     ["relay"],
     ["project", "all"],
 ]
@@ -122,8 +125,9 @@ def _run(settings: Settings) -> int:
         procs.append(subprocess.Popen([sys.executable, "-m", "tally.cli", *argv]))
         console.print(f"started tally {' '.join(argv)} (pid {procs[-1].pid})")
     console.print(
-        f"command API on http://{settings.command_api_host}:{settings.command_api_port}"
-        " (OpenAPI at /schema). Get a token with: tally token --user alice. Ctrl-C stops."
+        f"command API on http://{settings.command_api_host}:{settings.command_api_port},"
+        f" query API on http://{settings.command_api_host}:{settings.query_api_port}"
+        " (OpenAPI at /schema on each). Get a token with: tally token --user alice. Ctrl-C stops."
     )
     stopping = False
 

@@ -34,6 +34,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     command_api_port: int = 8000
     command_api_workers: int = 2
     query_api_port: int = 8001
+    query_api_workers: int = 1
+    read_wait_ms: int = 2000
+    ranking_snapshot_seconds: int = 2
+    ranking_cursor_ttl_seconds: int = 600
 
     pg_pool_min: int = 2
     pg_pool_max: int = 8

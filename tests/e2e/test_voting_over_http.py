@@ -10,8 +10,8 @@ from uuid import UUID
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
-from command_api.auth import mint_token
 from event_store.port import stream_of_vote
+from tally.auth import mint_token
 from tally.settings import Settings
 
 

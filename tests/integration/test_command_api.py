@@ -17,7 +17,7 @@ from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 
 from command_api.app import create_app
-from command_api.auth import mint_token
+from tally.auth import mint_token
 from tally.settings import Settings
 
 ApiFactory = Callable[..., AbstractAsyncContextManager[AsyncTestClient[Any]]]

@@ -5,7 +5,7 @@ import time
 import jwt
 import pytest
 
-from command_api.auth import NotAuthenticated, TokenVerifier, mint_token
+from tally.auth import NotAuthenticated, TokenVerifier, mint_token
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 

@@ -1,0 +1,116 @@
+"""``create_app()``: the query API, wired from settings in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from elasticsearch import AsyncElasticsearch
+from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusController
+from redis.asyncio import Redis
+
+from query_api.consistency import NotYet
+from query_api.es_reads import EsReads
+from query_api.live import stream_scores
+from query_api.redis_reads import BadCursor, RedisReads
+from query_api.routes import ROUTES, Unavailable, UnknownComment
+from tally.auth import NotAuthenticated, TokenVerifier
+from tally.http_middleware import http_middleware
+from tally.problems import framework_problem, problem
+from tally.settings import Settings, get_settings
+
+
+def query_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Our errors to problem+json; the rest as every app does."""
+    path = request.url.path
+    if isinstance(exc, UnknownComment):
+        return problem(404, "comment-not-found", "Comment not found", str(exc), path)
+    if isinstance(exc, NotYet):
+        return problem(
+            504,
+            "not-yet-visible",
+            "Not visible yet",
+            str(exc),
+            path,
+            {"X-Tally-Position": str(exc.reached)},
+            reached=exc.reached,
+        )
+    if isinstance(exc, Unavailable):
+        return problem(503, "read-model-unavailable", "Service unavailable", str(exc), path)
+    if isinstance(exc, BadCursor | msgspec.ValidationError):
+        return problem(400, "bad-parameter", "Bad request", str(exc), path)
+    if isinstance(exc, NotAuthenticated):
+        return problem(
+            401,
+            "unauthenticated",
+            "Authentication required",
+            str(exc),
+            path,
+            {"WWW-Authenticate": 'Bearer realm="tally"'},
+        )
+    return framework_problem(request, exc)
+
+
+@get("/health", operation_id="health", include_in_schema=False)
+async def health() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/ready", operation_id="ready", include_in_schema=False)
+async def ready(state: State) -> Any:
+    """Which read models answer: ready (both), degraded (one) or not ready (none)."""
+    checks = {}
+    for name, ping in (
+        ("redis", state.redis_reads.redis.ping),
+        ("elasticsearch", state.es_reads.es.ping),
+    ):
+        try:
+            async with asyncio.timeout(2):
+                checks[name] = "ok" if await ping() else "down"
+        except Exception as exc:
+            checks[name] = f"down: {type(exc).__name__}"
+    up = [n for n, v in checks.items() if v == "ok"]
+    if not up:
+        return problem(
+            503, "not-ready", "Not ready", "no read model answers", "/ready", checks=checks
+        )
+    return {"status": "ready" if len(up) == len(checks) else "degraded", "checks": checks}
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the query API from ``settings`` (the environment by default)."""
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=1)
+        es = AsyncElasticsearch(settings.es_url, request_timeout=5)
+        app.state.settings = settings
+        app.state.redis_reads = RedisReads(
+            redis,
+            settings.redis_generation,
+            settings.ranking_snapshot_seconds,
+            settings.ranking_cursor_ttl_seconds,
+        )
+        app.state.es_reads = EsReads(es)
+        app.state.verifier = TokenVerifier(settings.jwt_secret, settings.jwt_algorithm)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await es.close()
+
+    return Litestar(
+        route_handlers=[*ROUTES, stream_scores, health, ready, PrometheusController],
+        lifespan=[lifespan],
+        middleware=[http_middleware("query_api")],
+        exception_handlers={Exception: query_problem},
+        openapi_config=OpenAPIConfig(title="Tally query API", version="0.1.0", path="/schema"),
+    )

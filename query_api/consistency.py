@@ -1,0 +1,37 @@
+"""Read-your-writes: wait (bounded) until a projection has reached a position.
+
+A single comment waits on its own ``pos`` in Redis: exact, since every event of a comment is
+applied in order. Lists and batches wait on the projection's checkpoint, the highest position
+applied: a good bound, though another partition may still lag behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+
+class NotYet(Exception):
+    """The projection did not reach the position in time."""
+
+    def __init__(self, wanted: int, reached: int) -> None:
+        super().__init__(f"the read model reached position {reached}, not {wanted}, in time")
+        self.wanted = wanted
+        self.reached = reached
+
+
+async def wait_for_position(
+    wanted: int, current: Callable[[], Awaitable[int]], timeout_s: float
+) -> int:
+    """Poll ``current`` until it reaches ``wanted``; return it, or raise ``NotYet``."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.002
+    reached = await current()
+    while reached < wanted:
+        if time.monotonic() >= deadline:
+            raise NotYet(wanted, reached)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+        reached = await current()
+    return reached

@@ -1,0 +1,141 @@
+"""Reads from the Redis projection: scores, per-user votes and ranked pages.
+
+A ranked page comes from a snapshot of the ranking (``ZRANGESTORE`` into a key with the same
+hash tag), shared by every reader of that sort for ``ranking_snapshot_seconds`` and kept for
+``ranking_cursor_ttl_seconds``. The cursor names the snapshot and an offset, so paging while
+scores change sees every comment exactly once, in the order of the moment the first page was
+read.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from projectors.redis_scores import checkpoint_key, prefix, where_key
+
+
+class Score(msgspec.Struct, frozen=True):
+    comment_id: str
+    up: int
+    down: int
+    score: int
+    position: int
+    deleted: bool = False
+
+
+class Page(msgspec.Struct, frozen=True):
+    ids: list[str]
+    next_cursor: str | None
+
+
+class RedisReads:
+    """The Redis projection, read side (one generation)."""
+
+    def __init__(self, redis: Redis, generation: str, snapshot_s: int, cursor_ttl_s: int) -> None:
+        self.redis = redis
+        self.generation = generation
+        self._snapshot_s = snapshot_s
+        self._cursor_ttl_s = cursor_ttl_s
+
+    async def commentables(self, comment_ids: Sequence[str]) -> list[str | None]:
+        """Which commentable each comment belongs to (``None``: unknown to the projection)."""
+        values = await self.redis.mget([where_key(self.generation, c) for c in comment_ids])
+        return [v.decode() if v is not None else None for v in values]
+
+    async def scores(self, comment_ids: Sequence[str]) -> dict[str, Score]:
+        """Live counts of the comments the projection knows."""
+        where = await self.commentables(comment_ids)
+        known = [(c, w) for c, w in zip(comment_ids, where, strict=True) if w is not None]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for comment_id, commentable in known:
+                pipe.hmget(
+                    f"{prefix(self.generation, commentable)}c:{comment_id}",
+                    ["up", "down", "score", "pos", "deleted"],
+                )
+            rows = await pipe.execute()
+        return {
+            comment_id: Score(
+                comment_id,
+                int(r[0] or 0),
+                int(r[1] or 0),
+                int(r[2] or 0),
+                int(r[3] or 0),
+                r[4] == b"1",
+            )
+            for (comment_id, _), r in zip(known, rows, strict=True)
+            if r[3] is not None
+        }
+
+    async def my_votes(self, user_id: str, comment_ids: Sequence[str]) -> dict[str, int]:
+        """The user's vote on each comment (0 when none)."""
+        where = await self.commentables(comment_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for comment_id, commentable in zip(comment_ids, where, strict=True):
+                if commentable is not None:
+                    pipe.hget(f"{prefix(self.generation, commentable)}v:{comment_id}", user_id)
+            values = iter(await pipe.execute())
+        return {
+            comment_id: int(next(values) or 0) if commentable is not None else 0
+            for comment_id, commentable in zip(comment_ids, where, strict=True)
+        }
+
+    async def checkpoint(self) -> int:
+        """The highest position the projection applied."""
+        return int(await self.redis.get(checkpoint_key(self.generation)) or 0)
+
+    async def page(
+        self, commentable_id: str, sort: str, limit: int, cursor: dict[str, Any] | None
+    ) -> Page:
+        """One page of comment ids, best first, from a ranking snapshot."""
+        base = prefix(self.generation, commentable_id)
+        if cursor is None:
+            bucket = int(time.time() // max(1, self._snapshot_s))
+            snapshot = f"snap:{sort}:{bucket}"
+            key = f"{base}{snapshot}"
+            if not await self.redis.exists(key):
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zrangestore(key, f"{base}rank:{sort}", 0, -1)
+                    pipe.expire(key, self._cursor_ttl_s)
+                    await pipe.execute()
+            offset = 0
+        else:
+            snapshot, offset = str(cursor["s"]), int(cursor["o"])
+            key = f"{base}{snapshot}"
+        ids = [i.decode() for i in await self.redis.zrevrange(key, offset, offset + limit)]
+        more = len(ids) > limit
+        next_cursor = (
+            encode_cursor(commentable_id, sort, snapshot, offset + limit) if more else None
+        )
+        return Page(ids[:limit], next_cursor)
+
+
+def encode_cursor(commentable_id: str, sort: str, snapshot: str, offset: int) -> str:
+    """An opaque cursor (URL-safe)."""
+
+    raw = msgspec.json.encode({"c": commentable_id, "t": sort, "s": snapshot, "o": offset})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+class BadCursor(ValueError):
+    """A cursor that this API did not make, or made for another list."""
+
+
+def decode_cursor(cursor: str, commentable_id: str, sort: str) -> dict[str, Any]:
+    """The cursor's content, checked against the list it is used on."""
+
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = msgspec.json.decode(raw, type=dict[str, Any])
+        ok = value["c"] == commentable_id and value["t"] == sort and int(value["o"]) >= 0
+        ok = ok and str(value["s"]).startswith(f"snap:{sort}:")
+    except (ValueError, KeyError, TypeError, msgspec.DecodeError):
+        ok = False
+    if not ok:
+        raise BadCursor("the cursor is invalid or belongs to another list")
+    return value

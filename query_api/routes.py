@@ -1,0 +1,252 @@
+"""Query API handlers: Redis for the hot path, Elasticsearch for bodies and search."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from elasticsearch import ApiError, TransportError
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from litestar.params import FromPath, Parameter
+from redis.exceptions import RedisError
+
+from query_api.consistency import wait_for_position
+from query_api.redis_reads import Score, decode_cursor
+from query_api.views import (
+    CommentPage,
+    MyVotes,
+    ScoreOut,
+    ScoresOut,
+    SearchResults,
+    comment_out,
+)
+
+STORE_DOWN = (RedisError, OSError)
+INDEX_DOWN = (ApiError, TransportError, OSError)
+_IDS = re.compile(r"^[0-9a-fA-F-]{36}$")
+
+Sort = Literal["top", "new", "best", "controversial", "hot"]
+MinPosition = Annotated[int | None, Parameter(query="min_position", ge=0, required=False)]
+
+
+class UnknownComment(LookupError):
+    """No read model knows this comment."""
+
+
+class Unavailable(RuntimeError):
+    """The store this read needs is down."""
+
+
+def wanted_position(request: Request[Any, Any, Any], query_value: int | None) -> int | None:
+    """``min_position`` from the query string or the ``X-Tally-Min-Position`` header."""
+    if query_value is not None:
+        return query_value
+    header = request.headers.get("x-tally-min-position")
+    if header is None:
+        return None
+    if not header.isdigit():
+        raise msgspec.ValidationError("X-Tally-Min-Position must be a non-negative integer")
+    return int(header)
+
+
+def parse_ids(raw: str, limit: int = 500) -> list[str]:
+    """A comma-separated list of comment ids (UUIDs), at most ``limit``."""
+    ids = [i.strip().lower() for i in raw.split(",") if i.strip()]
+    if not ids or len(ids) > limit:
+        raise msgspec.ValidationError(f"give 1 to {limit} comment ids")
+    bad = [i for i in ids if not _IDS.match(i)]
+    if bad:
+        raise msgspec.ValidationError(f"not comment ids: {', '.join(bad[:5])}")
+    return list(dict.fromkeys(str(UUID(i)) for i in ids))
+
+
+async def _counts(state: State, comment_id: str, wanted: int | None) -> tuple[Score | None, bool]:
+    """Live counts from Redis (waiting for ``wanted``), or ``(None, True)`` if Redis is down."""
+    reads = state.redis_reads
+    try:
+        if wanted:
+
+            async def position() -> int:
+                found = (await reads.scores([comment_id])).get(comment_id)
+                return found.position if found else 0
+
+            await wait_for_position(wanted, position, state.settings.read_wait_ms / 1000)
+        return (await reads.scores([comment_id])).get(comment_id), False
+    except STORE_DOWN:
+        return None, True
+
+
+def _json(body: Any, headers: dict[str, str]) -> Response[bytes]:
+    return Response(msgspec.json.encode(body), media_type="application/json", headers=headers)
+
+
+@get("/api/comments/{comment_id:uuid}", operation_id="get_comment", summary="One comment")
+async def get_comment(
+    request: Request[Any, Any, Any],
+    state: State,
+    comment_id: FromPath[UUID],
+    min_position: MinPosition,
+) -> Response[bytes]:
+    """A comment with its live up, down and score."""
+    cid = str(comment_id)
+    counts, stale = await _counts(state, cid, wanted_position(request, min_position))
+    try:
+        doc = (await state.es_reads.comments([cid])).get(cid)
+    except INDEX_DOWN:
+        doc = None
+    if doc is None and counts is None:
+        raise UnknownComment(f"comment {cid} not found")
+    headers = {
+        "X-Tally-Position": str(counts.position if counts else doc.get("position", 0) if doc else 0)
+    }
+    if stale:
+        headers["X-Tally-Stale"] = "true"
+    return _json(comment_out(cid, doc, counts), headers)
+
+
+@get("/api/comments/{comment_id:uuid}/score", operation_id="get_score", summary="One score")
+async def get_score(
+    request: Request[Any, Any, Any],
+    state: State,
+    comment_id: FromPath[UUID],
+    min_position: MinPosition,
+) -> Response[bytes]:
+    """Live counts of one comment; from Elasticsearch, marked stale, when Redis is down."""
+    cid = str(comment_id)
+    counts, stale = await _counts(state, cid, wanted_position(request, min_position))
+    if counts is not None:
+        return _json(
+            ScoreOut(cid, counts.up, counts.down, counts.score),
+            {"X-Tally-Position": str(counts.position)},
+        )
+    doc = None
+    if stale:
+        try:
+            doc = (await state.es_reads.comments([cid])).get(cid)
+        except INDEX_DOWN as exc:
+            raise Unavailable("neither Redis nor Elasticsearch answers") from exc
+    if doc is None:
+        raise UnknownComment(f"comment {cid} not found")
+    return _json(
+        ScoreOut(cid, doc["up"], doc["down"], doc["score"]),
+        {"X-Tally-Position": str(doc["position"]), "X-Tally-Stale": "true"},
+    )
+
+
+@get("/api/scores", operation_id="get_scores", summary="Many scores at once")
+async def get_scores(
+    request: Request[Any, Any, Any], state: State, ids: str, min_position: MinPosition
+) -> Response[bytes]:
+    """Live counts of up to 500 comments (``ids`` comma-separated)."""
+    wanted_ids = parse_ids(ids)
+    headers: dict[str, str] = {}
+    try:
+        wanted = wanted_position(request, min_position)
+        reached = await _wait_checkpoint(state, wanted)
+        found = await state.redis_reads.scores(wanted_ids)
+        scores = {c: ScoreOut(c, s.up, s.down, s.score) for c, s in found.items()}
+        headers["X-Tally-Position"] = str(reached)
+    except STORE_DOWN:
+        try:
+            docs = await state.es_reads.comments(wanted_ids)
+        except INDEX_DOWN as exc:
+            raise Unavailable("neither Redis nor Elasticsearch answers") from exc
+        scores = {c: ScoreOut(c, d["up"], d["down"], d["score"]) for c, d in docs.items()}
+        headers["X-Tally-Stale"] = "true"
+    body = ScoresOut(
+        [scores[c] for c in wanted_ids if c in scores], [c for c in wanted_ids if c not in scores]
+    )
+    return _json(body, headers)
+
+
+async def _wait_checkpoint(state: State, wanted: int | None) -> int:
+    reads = state.redis_reads
+    if wanted:
+        return await wait_for_position(wanted, reads.checkpoint, state.settings.read_wait_ms / 1000)
+    return int(await reads.checkpoint())
+
+
+@get(
+    "/api/commentables/{commentable_id:str}/comments",
+    operation_id="list_comments",
+    summary="A commentable's comments, ranked",
+)
+async def list_comments(
+    request: Request[Any, Any, Any],
+    state: State,
+    commentable_id: FromPath[str],
+    min_position: MinPosition,
+    sort: Sort = "top",
+    limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> Response[bytes]:
+    """A page of comments sorted by top, new, best, controversial or hot, with a stable cursor."""
+    position = decode = None
+    if cursor is not None:
+        decode = decode_cursor(cursor, commentable_id, sort)
+    try:
+        position = await _wait_checkpoint(state, wanted_position(request, min_position))
+        page = await state.redis_reads.page(commentable_id, sort, limit, decode)
+        counts = await state.redis_reads.scores(page.ids)
+    except STORE_DOWN as exc:
+        raise Unavailable("rankings live in Redis, which does not answer") from exc
+    headers = {"X-Tally-Position": str(position), "Cache-Control": "max-age=1"}
+    try:
+        docs = await state.es_reads.comments(page.ids)
+    except INDEX_DOWN:
+        docs = {}
+        headers["X-Tally-Degraded"] = "elasticsearch"
+    body = msgspec.json.encode(
+        CommentPage(
+            [comment_out(c, docs.get(c), counts.get(c)) for c in page.ids], page.next_cursor
+        )
+    )
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers["ETag"] = etag
+    if request.headers.get("if-none-match") == etag:
+        return Response(b"", status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@get("/api/comments/search", operation_id="search_comments", summary="Full-text search")
+async def search_comments(
+    state: State,
+    q: Annotated[str, Parameter(min_length=1, max_length=200)],
+    commentable_id: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+) -> Response[bytes]:
+    """Comments whose content matches ``q``; any text is safe (simple_query_string)."""
+    try:
+        docs = await state.es_reads.search(q, commentable_id, limit)
+    except INDEX_DOWN as exc:
+        raise Unavailable("search lives in Elasticsearch, which does not answer") from exc
+    ids = [d["comment_id"] for d in docs]
+    try:
+        counts = await state.redis_reads.scores(ids)
+    except STORE_DOWN:
+        counts = {}
+    return _json(
+        SearchResults([comment_out(d["comment_id"], d, counts.get(d["comment_id"])) for d in docs]),
+        {},
+    )
+
+
+@get("/api/me/votes", operation_id="get_my_votes", summary="The caller's votes")
+async def get_my_votes(
+    request: Request[Any, Any, Any], state: State, comment_ids: str
+) -> Response[bytes]:
+    """The caller's vote (-1, 0 or 1) on each given comment, from the Redis projection."""
+    user_id = state.verifier.user_of(request.headers.get("authorization"))
+    wanted_ids = parse_ids(comment_ids)
+    try:
+        votes = await state.redis_reads.my_votes(user_id, wanted_ids)
+    except STORE_DOWN as exc:
+        raise Unavailable("votes live in Redis, which does not answer") from exc
+    return _json(MyVotes(votes), {})
+
+
+ROUTES = [get_comment, get_score, get_scores, list_comments, search_comments, get_my_votes]

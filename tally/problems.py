@@ -1,0 +1,58 @@
+"""RFC 9457 ``application/problem+json`` for every HTTP app: the shared, generic part."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    instance: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[bytes]:
+    """A problem+json response."""
+    body = {
+        "type": f"urn:tally:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        **extra,
+    }
+    return Response(
+        msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def framework_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Validation errors, HTTP errors and anything unexpected (logged, never leaked)."""
+    path = request.url.path
+    if isinstance(exc, ValidationException):
+        errors = exc.extra if isinstance(exc.extra, list) else []
+        from_body = any(isinstance(e, dict) and e.get("source") == "body" for e in errors)
+        status = 422 if from_body else 400
+        detail = "; ".join(f"{e.get('key')}: {e.get('message')}" for e in errors) or exc.detail
+        return problem(status, "validation-failed", "Invalid request", detail, path, errors=errors)
+    if isinstance(exc, HTTPException):
+        code = "malformed-body" if exc.status_code == 400 else f"http-{exc.status_code}"
+        detail = exc.detail
+        if exc.status_code == 413:
+            detail = "the request body is larger than this API accepts"
+        title = HTTPStatus(exc.status_code).phrase
+        return problem(exc.status_code, code, title, detail, path, exc.headers)
+    log.exception("unhandled_error", path=path)
+    return problem(500, "internal-error", "Internal error", "an unexpected error occurred", path)
