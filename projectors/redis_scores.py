@@ -82,14 +82,18 @@ class RedisScoresProjection:
         except ResponseError as exc:
             # A script error is about the data of these events: find the one that fails.
             raise CannotApply(envelopes[0], f"redis script failed: {exc}") from exc
-        where = [e.event for e in envelopes if isinstance(e.event, CommentPosted)]
-        if where:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for event in where:
+        if not envelopes:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for envelope in envelopes:
+                if isinstance(envelope.event, CommentPosted):
                     pipe.set(
-                        f"tally:g{self.generation}:where:{event.comment_id}", event.commentable_id
+                        where_key(self.generation, envelope.event.comment_id),
+                        envelope.event.commentable_id,
                     )
-                await pipe.execute()
+            last = max(e.position for e in envelopes)
+            pipe.eval(_RAISE, 1, checkpoint_key(self.generation), str(last))
+            await pipe.execute()
 
     async def close(self) -> None:
         """Nothing to release: the client belongs to the caller."""

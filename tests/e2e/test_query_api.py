@@ -1,0 +1,279 @@
+"""The query API end to end: commands over HTTP, projections, reads over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from projectors import ranking
+from tally import stack
+from tally.auth import mint_token
+from tally.settings import Settings
+from tests.e2e.conftest import start_process, start_service, stop_service
+from tests.pipeline import env_of, isolated
+
+QUERY_PORT = 28101
+COMMAND_PORT = 28100
+
+
+@pytest.fixture(scope="module")
+def services(settings: Settings) -> Iterator[Settings]:
+    """Command API, query API, relay and every projector, as processes."""
+    config = isolated(settings)
+    env = env_of(config)
+    procs = [
+        start_service(config, "command-api", COMMAND_PORT, env),
+        start_service(config, "query-api", QUERY_PORT, env),
+        start_process(["relay"], env),
+        start_process(["project", "all"], env),
+    ]
+    try:
+        _wait_until_projected(config)
+        yield config
+    finally:
+        for proc in procs:
+            stop_service(proc)
+
+
+def _wait_until_projected(config: Settings) -> None:
+    """Post a warm-up comment and wait until the query API can read it (projectors joined)."""
+    alice = token(config, "alice")
+    posted = httpx.post(
+        f"http://127.0.0.1:{COMMAND_PORT}/api/comments",
+        json={"commentable_id": "warmup", "content": "warm up"},
+        headers=alice,
+    ).json()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        reply = httpx.get(
+            f"http://127.0.0.1:{QUERY_PORT}/api/commentables/warmup/comments",
+            params={"min_position": posted["position"]},
+            timeout=10,
+        )
+        if reply.status_code == 200:
+            return
+    raise AssertionError("the projectors did not catch up within 90 s")
+
+
+def token(settings: Settings, user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(user, settings.jwt_secret, 600)}"}
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    async with (
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{COMMAND_PORT}", timeout=30) as w,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{QUERY_PORT}", timeout=30) as r,
+    ):
+        yield w, r
+
+
+async def post(
+    write: httpx.AsyncClient, settings: Settings, thread: str, text: str, user: str = "alice"
+) -> dict[str, Any]:
+    reply = await write.post(
+        "/api/comments",
+        json={"commentable_id": thread, "content": text},
+        headers=token(settings, user),
+    )
+    assert reply.status_code == 201, reply.text
+    return dict(reply.json())
+
+
+async def vote(
+    write: httpx.AsyncClient, settings: Settings, comment_id: str, user: str, value: int
+) -> int:
+    reply = await write.put(
+        f"/api/comments/{comment_id}/vote", json={"value": value}, headers=token(settings, user)
+    )
+    assert reply.status_code == 200, reply.text
+    return int(reply.json()["position"])
+
+
+async def test_a_vote_read_back_with_min_position_shows_the_new_score_at_once(
+    services: Settings, http: Any
+) -> None:
+    write, read = http
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    comment = await post(write, services, thread, "read your writes")
+    position = await vote(write, services, comment["id"], "bob", 1)
+    reply = await read.get(
+        f"/api/comments/{comment['id']}/score", params={"min_position": position}
+    )
+    assert reply.status_code == 200 and reply.json() == {
+        "comment_id": comment["id"],
+        "up": 1,
+        "down": 0,
+        "score": 1,
+    }
+    assert int(reply.headers["x-tally-position"]) >= position
+    full = await read.get(
+        f"/api/comments/{comment['id']}", headers={"X-Tally-Min-Position": str(position)}
+    )
+    assert full.json()["content"] == "read your writes" and full.json()["score"] == 1
+    mine = await read.get(
+        "/api/me/votes", params={"comment_ids": comment["id"]}, headers=token(services, "bob")
+    )
+    assert mine.json() == {"votes": {comment["id"]: 1}}
+
+
+async def test_every_sort_order_is_right_on_a_thread(services: Settings, http: Any) -> None:
+    write, read = http
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    comments = [await post(write, services, thread, f"comment {n}") for n in range(8)]
+    patterns = [(3, 0), (0, 2), (5, 5), (1, 1), (4, 1), (0, 0), (2, 6), (7, 3)]
+    last = 0
+    for comment, (ups, downs) in zip(comments, patterns, strict=True):
+        for n in range(ups):
+            last = await vote(write, services, comment["id"], f"up{n}", 1)
+        for n in range(downs):
+            last = await vote(write, services, comment["id"], f"down{n}", -1)
+    created = {
+        c["id"]: int(datetime.fromisoformat(c["created_at"]).timestamp() * 1000) for c in comments
+    }
+    for sort in ranking.SORTS:
+        reply = await read.get(
+            f"/api/commentables/{thread}/comments",
+            params={"sort": sort, "limit": 100, "min_position": last},
+        )
+        assert reply.status_code == 200, reply.text
+        got = [c["id"] for c in reply.json()["comments"]]
+        expected = sorted(
+            (c["id"] for c in comments),
+            key=lambda i: (
+                ranking.scores(*patterns[[c["id"] for c in comments].index(i)], created[i])[sort],
+                i,
+            ),
+            reverse=True,
+        )
+        assert got == expected, sort
+
+
+async def test_paging_while_votes_change_yields_every_comment_exactly_once(
+    services: Settings, http: Any
+) -> None:
+    write, read = http
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    comments = [await post(write, services, thread, f"paged {n}") for n in range(23)]
+    last = 0
+    for n, comment in enumerate(comments):
+        last = await vote(write, services, comment["id"], "seed", 1 if n % 2 else -1)
+    seen: list[str] = []
+    cursor = None
+    page = 0
+    while True:
+        params: dict[str, Any] = {"sort": "top", "limit": 5, "min_position": last}
+        if cursor:
+            params["cursor"] = cursor
+        body = (await read.get(f"/api/commentables/{thread}/comments", params=params)).json()
+        seen += [c["id"] for c in body["comments"]]
+        # Move comments across the page boundary before the next page.
+        for comment in comments[page * 3 : page * 3 + 3]:
+            last = await vote(write, services, comment["id"], f"mover{page}", -1 if page % 2 else 1)
+        page += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(c["id"] for c in comments)
+    assert len(seen) == len(set(seen))
+
+
+async def test_search_finds_comments_by_their_words(services: Settings, http: Any) -> None:
+    write, read = http
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    wanted = await post(write, services, thread, "the saxophone solo was superb")
+    await post(write, services, thread, "a quiet piano piece")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        reply = await read.get(
+            "/api/comments/search", params={"q": "saxophone superb", "commentable_id": thread}
+        )
+        ids = [c["id"] for c in reply.json()["comments"]]
+        if ids:
+            break
+        await asyncio.sleep(0.2)
+    assert ids == [wanted["id"]]
+    odd = await read.get(
+        "/api/comments/search", params={"q": '"unbalanced (quote -| *', "commentable_id": thread}
+    )
+    assert odd.status_code == 200  # user syntax never breaks the query
+
+
+async def test_a_live_client_sees_a_vote_within_a_second(services: Settings, http: Any) -> None:
+    write, read = http
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    comment = await post(write, services, thread, "live one")
+    await vote(write, services, comment["id"], "warmup", 1)
+    await asyncio.sleep(1)
+    received: asyncio.Queue[float] = asyncio.Queue()
+
+    async def listen() -> None:
+        async with read.stream("GET", f"/api/commentables/{thread}/live") as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith("data:") and comment["id"] in line and '"up":2' in line:
+                    await received.put(time.monotonic())
+                    return
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.5)
+    await vote(write, services, comment["id"], "second", 1)
+    voted = time.monotonic()
+    arrived = await asyncio.wait_for(received.get(), 10)
+    listener.cancel()
+    print(f"live update after {arrived - voted:.3f} s")
+    assert arrived - voted < 5
+
+
+async def test_scores_survive_a_redis_outage_and_recover_without_a_restart(
+    services: Settings, http: Any, settings: Settings
+) -> None:
+    write, read = http
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    comment = await post(write, services, thread, "outage")
+    position = await vote(write, services, comment["id"], "bob", 1)
+    await read.get(f"/api/comments/{comment['id']}/score", params={"min_position": position})
+    # Elasticsearch has the comment too before Redis goes away.
+    for _ in range(100):
+        doc = (await read.get(f"/api/comments/{comment['id']}")).json()
+        if doc.get("content") and doc.get("up") == 1:
+            break
+        await asyncio.sleep(0.1)
+    redis = next(s for s in stack.servers(settings) if s.name == "redis")
+    redis.stop()
+    try:
+        stale = await read.get(f"/api/comments/{comment['id']}/score")
+        assert stale.status_code == 200 and stale.headers["x-tally-stale"] == "true"
+        assert stale.json()["score"] == 1
+        assert (await read.get("/ready")).json()["status"] == "degraded"
+    finally:
+        await asyncio.to_thread(redis.up)
+    for _ in range(50):
+        fresh = await read.get(f"/api/comments/{comment['id']}/score")
+        if fresh.status_code == 200 and "x-tally-stale" not in fresh.headers:
+            break
+        await asyncio.sleep(0.2)
+    assert "x-tally-stale" not in fresh.headers and fresh.json()["score"] == 1
+    assert (await read.get("/ready")).json()["status"] == "ready"
+
+
+async def test_bad_query_input_gets_problems(services: Settings, http: Any) -> None:
+    _, read = http
+    cases = [
+        ("/api/scores", {"ids": "nope"}, 400),
+        ("/api/scores", {"ids": ",".join(str(uuid.uuid4()) for _ in range(501))}, 400),
+        ("/api/commentables/x/comments", {"sort": "random"}, 400),
+        ("/api/commentables/x/comments", {"cursor": "garbage"}, 400),
+        (f"/api/comments/{uuid.uuid4()}/score", {}, 404),
+        ("/api/me/votes", {"comment_ids": str(uuid.uuid4())}, 401),
+    ]
+    for path, params, status in cases:
+        reply = await read.get(path, params=params)
+        assert reply.status_code == status, (path, reply.text)
+        assert reply.headers["content-type"].startswith("application/problem+json")
