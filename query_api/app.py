@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             settings.ranking_snapshot_seconds,
             settings.ranking_cursor_ttl_seconds,
         )
-        app.state.es_reads = EsReads(es)
+        app.state.es_reads = EsReads(es, settings.es_comments_alias)
         app.state.verifier = TokenVerifier(settings.jwt_secret, settings.jwt_algorithm)
         try:
             yield

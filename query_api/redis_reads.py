@@ -1,7 +1,8 @@
 """Reads from the Redis projection: scores, per-user votes and ranked pages.
 
 A ranked page comes from a snapshot of the ranking (``ZRANGESTORE`` into a key with the same
-hash tag), shared by every reader of that sort for ``ranking_snapshot_seconds`` and kept for
+hash tag), shared by every reader of that sort for ``ranking_snapshot_seconds`` (so the order
+of a first page can be that many seconds old; its counts are live) and kept for
 ``ranking_cursor_ttl_seconds``. The cursor names the snapshot and an offset, so paging while
 scores change sees every comment exactly once, in the order of the moment the first page was
 read.
@@ -11,13 +12,17 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
 
 from projectors.redis_scores import checkpoint_key, prefix, where_key
+
+
+class BadCursor(ValueError):
+    """A cursor that this API did not make, or made for another list."""
 
 
 class Score(msgspec.Struct, frozen=True):
@@ -42,11 +47,20 @@ class RedisReads:
         self.generation = generation
         self._snapshot_s = snapshot_s
         self._cursor_ttl_s = cursor_ttl_s
+        # A comment never moves to another commentable: remember where each one lives.
+        self._where: dict[str, str] = {}
 
     async def commentables(self, comment_ids: Sequence[str]) -> list[str | None]:
         """Which commentable each comment belongs to (``None``: unknown to the projection)."""
-        values = await self.redis.mget([where_key(self.generation, c) for c in comment_ids])
-        return [v.decode() if v is not None else None for v in values]
+        unknown = [c for c in comment_ids if c not in self._where]
+        if unknown:
+            values = await self.redis.mget([where_key(self.generation, c) for c in unknown])
+            if len(self._where) > 500_000:
+                self._where.clear()
+            for comment_id, value in zip(unknown, values, strict=True):
+                if value is not None:
+                    self._where[comment_id] = value.decode()
+        return [self._where.get(c) for c in comment_ids]
 
     async def scores(self, comment_ids: Sequence[str]) -> dict[str, Score]:
         """Live counts of the comments the projection knows."""
@@ -96,18 +110,21 @@ class RedisReads:
         base = prefix(self.generation, commentable_id)
         if cursor is None:
             bucket = int(time.time() // max(1, self._snapshot_s))
-            snapshot = f"snap:{sort}:{bucket}"
-            key = f"{base}{snapshot}"
-            if not await self.redis.exists(key):
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.zrangestore(key, f"{base}rank:{sort}", 0, -1)
-                    pipe.expire(key, self._cursor_ttl_s)
-                    await pipe.execute()
-            offset = 0
+            snapshot, offset = f"snap:{sort}:{bucket}", 0
         else:
             snapshot, offset = str(cursor["s"]), int(cursor["o"])
-            key = f"{base}{snapshot}"
-        ids = [i.decode() for i in await self.redis.zrevrange(key, offset, offset + limit)]
+        keys = [f"{base}{snapshot}", f"{base}rank:{sort}"]
+        # A cursor's snapshot must exist already; only a first page may create one.
+        create = "1" if cursor is None else "0"
+        found = await cast(
+            Awaitable[list[bytes] | None],
+            self.redis.eval(
+                _PAGE, 2, *keys, create, str(self._cursor_ttl_s), str(offset), str(offset + limit)
+            ),
+        )
+        if found is None:
+            raise BadCursor("this cursor has expired; start again from the first page")
+        ids = [i.decode() for i in found]
         more = len(ids) > limit
         next_cursor = (
             encode_cursor(commentable_id, sort, snapshot, offset + limit) if more else None
@@ -115,15 +132,22 @@ class RedisReads:
         return Page(ids[:limit], next_cursor)
 
 
+# KEYS: snapshot, ranking. ARGV: create?, ttl, start, stop. nil when the snapshot is gone.
+_PAGE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[1] == '0' then return nil end
+  redis.call('ZRANGESTORE', KEYS[1], KEYS[2], 0, -1)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('ZRANGE', KEYS[1], ARGV[3], ARGV[4], 'REV')
+"""
+
+
 def encode_cursor(commentable_id: str, sort: str, snapshot: str, offset: int) -> str:
     """An opaque cursor (URL-safe)."""
 
     raw = msgspec.json.encode({"c": commentable_id, "t": sort, "s": snapshot, "o": offset})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-class BadCursor(ValueError):
-    """A cursor that this API did not make, or made for another list."""
 
 
 def decode_cursor(cursor: str, commentable_id: str, sort: str) -> dict[str, Any]:

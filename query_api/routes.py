@@ -93,9 +93,10 @@ async def get_comment(
 ) -> Response[bytes]:
     """A comment with its live up, down and score."""
     cid = str(comment_id)
-    counts, stale = await _counts(state, cid, wanted_position(request, min_position))
+    wanted = wanted_position(request, min_position)
+    counts, stale = await _counts(state, cid, wanted)
     try:
-        doc = (await state.es_reads.comments([cid])).get(cid)
+        doc = (await state.es_reads.comments([cid], fresh=bool(wanted))).get(cid)
     except INDEX_DOWN:
         doc = None
     if doc is None and counts is None:
@@ -188,15 +189,16 @@ async def list_comments(
     position = decode = None
     if cursor is not None:
         decode = decode_cursor(cursor, commentable_id, sort)
+    wanted = wanted_position(request, min_position)
     try:
-        position = await _wait_checkpoint(state, wanted_position(request, min_position))
+        position = await _wait_checkpoint(state, wanted)
         page = await state.redis_reads.page(commentable_id, sort, limit, decode)
         counts = await state.redis_reads.scores(page.ids)
     except STORE_DOWN as exc:
         raise Unavailable("rankings live in Redis, which does not answer") from exc
     headers = {"X-Tally-Position": str(position), "Cache-Control": "max-age=1"}
     try:
-        docs = await state.es_reads.comments(page.ids)
+        docs = await state.es_reads.comments(page.ids, fresh=bool(wanted))
     except INDEX_DOWN:
         docs = {}
         headers["X-Tally-Degraded"] = "elasticsearch"

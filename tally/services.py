@@ -83,8 +83,8 @@ async def open_projections(settings: Settings, names: list[str]) -> AsyncIterato
     es = AsyncElasticsearch(settings.es_url, request_timeout=30)
     available: dict[str, Projection] = {
         "redis": RedisScoresProjection(redis, settings.redis_generation),
-        "comments": EsCommentsProjection(es),
-        "votes": EsVotesProjection(es),
+        "comments": EsCommentsProjection(es, settings.es_comments_alias),
+        "votes": EsVotesProjection(es, settings.es_votes_alias),
     }
     try:
         yield [available[name] for name in names]

@@ -25,6 +25,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = "redis://127.0.0.1:16379/0"
     kafka_bootstrap: str = "127.0.0.1:19092"
     es_url: str = "http://127.0.0.1:19200"
+    es_comments_alias: str = "tally-comments"
+    es_votes_alias: str = "tally-votes"
 
     jwt_secret: str = "tally-local-dev-secret-change-me"
     jwt_algorithm: str = "HS256"
@@ -36,7 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     query_api_port: int = 8001
     query_api_workers: int = 1
     read_wait_ms: int = 2000
-    ranking_snapshot_seconds: int = 2
+    ranking_snapshot_seconds: int = 5
     ranking_cursor_ttl_seconds: int = 600
 
     pg_pool_min: int = 2
