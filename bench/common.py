@@ -8,12 +8,10 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from tally.processes import serve
 from tally.settings import Settings
 
 
@@ -80,37 +78,24 @@ def start_service(
     service: str, port: int, env: dict[str, str], workers: int
 ) -> subprocess.Popen[bytes]:
     """Run ``tally serve`` and wait for /health."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tally.cli",
-            "serve",
-            service,
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env={**os.environ, **env},
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"{service} did not start")
+    return serve(service, port, env, workers)
 
 
-def stop_service(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+async def post_comments(port: int, tokens: list[str], count: int, prefix: str) -> list[str]:
+    """Post ``count`` comments over 20 commentables named ``<prefix>-<n>``; return their ids."""
+    import json
+
+    conn = await Connection.open("127.0.0.1", port)
+    ids = []
+    for n in range(count):
+        body = json.dumps({"commentable_id": f"{prefix}-{n % 20}", "content": f"c{n}"}).encode()
+        status, reply = await conn.request(
+            "POST", "/api/comments", body, {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
+        )
+        assert status == 201, reply
+        ids.append(json.loads(reply)["id"])
+    await conn.close()
+    return ids
 
 
 def prepare_stack(settings: Settings) -> None:

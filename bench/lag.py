@@ -27,35 +27,22 @@ from bench.common import (
     bench_settings,
     fresh_bench_database,
     percentile,
+    post_comments,
     prepare_stack,
     report,
     start_service,
-    stop_service,
 )
 from tally.auth import mint_token
+from tally.processes import stop as stop_service
 from tally.settings import Settings, as_environment, get_settings
 
 PORT = 18400
 
 
-async def post_comments(tokens: list[str], count: int) -> list[str]:
-    conn = await Connection.open("127.0.0.1", PORT)
-    ids = []
-    for n in range(count):
-        body = json.dumps({"commentable_id": f"lag-{n % 20}", "content": f"c{n}"}).encode()
-        status, reply = await conn.request(
-            "POST", "/api/comments", body, {"Authorization": f"Bearer {tokens[0]}"}
-        )
-        assert status == 201, reply
-        ids.append(json.loads(reply)["id"])
-    await conn.close()
-    return ids
-
-
 async def measure(settings: Settings, rate: int, seconds: float) -> dict[str, Any]:
     users = 20_000
     tokens = [mint_token(f"user-{n}", settings.jwt_secret, 3600) for n in range(users)]
-    comments = await post_comments(tokens, 200)
+    comments = await post_comments(PORT, tokens, 200, "lag")
     weights = [1 / (rank + 1) for rank in range(len(comments))]
     redis = Redis.from_url(settings.redis_url)
     pubsub = redis.pubsub()

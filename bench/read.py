@@ -27,13 +27,13 @@ from bench.common import (
     percentile,
     prepare_stack,
     report,
-    stop_service,
     synthetic_history,
 )
 from projectors.base import Projection
 from projectors.es_comments import EsCommentsProjection
 from projectors.redis_scores import RedisScoresProjection
 from schemas.envelope import Envelope
+from tally.processes import stop as stop_service
 from tally.settings import Settings, as_environment, get_settings
 
 PORT = 18500

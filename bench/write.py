@@ -24,28 +24,15 @@ from bench.common import (
     Connection,
     machine,
     percentile,
+    post_comments,
     prepare_stack,
     start_service,
-    stop_service,
 )
 from tally.auth import mint_token
+from tally.processes import stop as stop_service
 from tally.settings import get_settings
 
 PORT = 18100
-
-
-async def _post_comments(tokens: list[str], count: int) -> list[str]:
-    conn = await Connection.open("127.0.0.1", PORT)
-    ids = []
-    for n in range(count):
-        body = json.dumps({"commentable_id": f"bench-{n % 20}", "content": f"c{n}"}).encode()
-        status, reply = await conn.request(
-            "POST", "/api/comments", body, {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
-        )
-        assert status == 201, reply
-        ids.append(json.loads(reply)["id"])
-    await conn.close()
-    return ids
 
 
 async def _load(
@@ -108,7 +95,7 @@ def run_mode(group_commit: bool, args: argparse.Namespace) -> dict[str, Any]:
     }
     proc = start_service("command-api", PORT, env, args.workers)
     try:
-        comments = asyncio.run(_post_comments(tokens, args.comments))
+        comments = asyncio.run(post_comments(PORT, tokens, args.comments, "bench"))
         result = asyncio.run(
             _load(comments, tokens, args.seconds, args.warmup, args.concurrency, args.idempotency)
         )

@@ -66,13 +66,16 @@ class RedisReads:
         """Live counts of the comments the projection knows."""
         where = await self.commentables(comment_ids)
         known = [(c, w) for c, w in zip(comment_ids, where, strict=True) if w is not None]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for comment_id, commentable in known:
-                pipe.hmget(
-                    f"{prefix(self.generation, commentable)}c:{comment_id}",
-                    ["up", "down", "score", "pos", "deleted"],
-                )
-            rows = await pipe.execute()
+        fields = ["up", "down", "score", "pos", "deleted"]
+        if len(known) == 1:  # the hot path: no pipeline machinery for one key
+            comment_id, commentable = known[0]
+            key = f"{prefix(self.generation, commentable)}c:{comment_id}"
+            rows = [await cast(Awaitable[list[Any]], self.redis.hmget(key, fields))]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for comment_id, commentable in known:
+                    pipe.hmget(f"{prefix(self.generation, commentable)}c:{comment_id}", fields)
+                rows = await pipe.execute()
         return {
             comment_id: Score(
                 comment_id,

@@ -120,9 +120,12 @@ def _run(settings: Settings) -> int:
 
     stack.stack_up(settings, console.print)
     _migrate(settings)
+    from tally.processes import spawn
+    from tally.processes import stop as stop_process
+
     procs: list[subprocess.Popen[bytes]] = []
     for argv in RUN_PROCESSES:
-        procs.append(subprocess.Popen([sys.executable, "-m", "tally.cli", *argv]))
+        procs.append(spawn(argv))
         console.print(f"started tally {' '.join(argv)} (pid {procs[-1].pid})")
     console.print(
         f"command API on http://{settings.command_api_host}:{settings.command_api_port},"
@@ -148,10 +151,7 @@ def _run(settings: Settings) -> int:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
     console.print("services stopped; the stack keeps running (tally stack down stops it)")
     return exit_code
 

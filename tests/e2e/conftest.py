@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
+from tally.processes import serve, spawn
+from tally.processes import stop as stop_service
 from tally.settings import Settings
 
 
@@ -18,37 +16,12 @@ def start_service(
     settings: Settings, service: str, port: int, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Run ``tally serve SERVICE`` on ``port`` and wait until /health answers."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tally.cli", "serve", service, "--port", str(port)],
-        env={**os.environ, "TALLY_LOG_FORMAT": "json", **(env or {})},
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{service} exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"{service} did not answer on port {port}")
+    return serve(service, port, {"TALLY_LOG_FORMAT": "json", **(env or {})})
 
 
 def start_process(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Run ``tally ARGV...`` in the background with ``env`` added."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "tally.cli", *argv],
-        env={**os.environ, "TALLY_LOG_FORMAT": "json", **env},
-    )
-
-
-def stop_service(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    return spawn(argv, {"TALLY_LOG_FORMAT": "json", **env})
 
 
 @pytest.fixture(scope="module", params=["group-commit", "one-transaction-per-command"])
