@@ -6,7 +6,6 @@ than briefly not limiting them.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 
@@ -14,6 +13,8 @@ import structlog
 from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
+
+from tally.coalesce import TickBatcher
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +45,8 @@ class RateLimited(Exception):
 class VoteRateLimiter:
     """At most ``limit`` votes per user per ``window_seconds``.
 
-    Checks made in the same event-loop tick share one Redis pipeline, so under load the limit
-    costs a fraction of a round trip per vote.
+    Checks made in the same event-loop tick share one Redis pipeline (``TickBatcher``), so under
+    load the limit costs a fraction of a round trip per vote.
     """
 
     def __init__(self, redis: Redis, limit: int, window_seconds: int) -> None:
@@ -53,48 +54,34 @@ class VoteRateLimiter:
         self._sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()
         self._limit = limit
         self._window_ms = window_seconds * 1000
-        self._waiting: list[tuple[str, asyncio.Future[int]]] = []
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._batcher: TickBatcher[str, int] = TickBatcher(self._count)
 
     async def check(self, user_id: str) -> None:
         """Count one vote for ``user_id``; raise ``RateLimited`` over the limit."""
         if self._limit <= 0:
             return
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
-        self._waiting.append((user_id, future))
-        if len(self._waiting) == 1:
-            loop.call_soon(self._start_flush)
-        wait_ms = await future
+        wait_ms = await self._batcher.get(user_id)
         if wait_ms > 0:
             RATE_LIMITED.inc()
             raise RateLimited(max(1, math.ceil(wait_ms / 1000)))
 
-    def _start_flush(self) -> None:
-        task = asyncio.create_task(self._flush(self._waiting))
-        self._waiting = []
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _flush(self, batch: list[tuple[str, asyncio.Future[int]]]) -> None:
+    async def _count(self, user_ids: list[str]) -> list[int]:
+        """Milliseconds to wait for each user (0: allowed); fails open when Redis is down."""
         try:
             try:
-                results = await self._evaluate(batch)
+                return await self._evaluate(user_ids)
             except NoScriptError:  # Redis restarted and lost its script cache
                 await self._redis.script_load(_SCRIPT)
-                results = await self._evaluate(batch)
+                return await self._evaluate(user_ids)
         except (RedisError, OSError) as exc:
-            LIMITER_ERRORS.inc(len(batch))
+            LIMITER_ERRORS.inc(len(user_ids))
             log.warning("rate_limiter_unavailable", error=str(exc))
-            results = [0] * len(batch)
-        for (_, future), wait_ms in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(wait_ms)
+            return [0] * len(user_ids)
 
-    async def _evaluate(self, batch: list[tuple[str, asyncio.Future[int]]]) -> list[int]:
+    async def _evaluate(self, user_ids: list[str]) -> list[int]:
         # EVALSHA on a plain pipeline: no SCRIPT EXISTS round trip before each flush.
         async with self._redis.pipeline(transaction=False) as pipe:
-            for user_id, _ in batch:
+            for user_id in user_ids:
                 pipe.evalsha(
                     self._sha,
                     1,

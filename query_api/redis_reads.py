@@ -19,6 +19,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from projectors.redis_scores import checkpoint_key, prefix, where_key
+from tally.coalesce import TickBatcher
 
 
 class BadCursor(ValueError):
@@ -49,6 +50,15 @@ class RedisReads:
         self._cursor_ttl_s = cursor_ttl_s
         # A comment never moves to another commentable: remember where each one lives.
         self._where: dict[str, str] = {}
+        self._one: TickBatcher[str, Score | None] = TickBatcher(self._scores_in_order)
+
+    async def score(self, comment_id: str) -> Score | None:
+        """One comment's live counts; concurrent calls share one Redis round trip."""
+        return await self._one.get(comment_id)
+
+    async def _scores_in_order(self, comment_ids: list[str]) -> list[Score | None]:
+        found = await self.scores(list(dict.fromkeys(comment_ids)))
+        return [found.get(c) for c in comment_ids]
 
     async def commentables(self, comment_ids: Sequence[str]) -> list[str | None]:
         """Which commentable each comment belongs to (``None``: unknown to the projection)."""

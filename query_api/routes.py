@@ -71,11 +71,11 @@ async def _counts(state: State, comment_id: str, wanted: int | None) -> tuple[Sc
         if wanted:
 
             async def position() -> int:
-                found = (await reads.scores([comment_id])).get(comment_id)
+                found = await reads.score(comment_id)
                 return found.position if found else 0
 
             await wait_for_position(wanted, position, state.settings.read_wait_ms / 1000)
-        return (await reads.scores([comment_id])).get(comment_id), False
+        return await reads.score(comment_id), False
     except STORE_DOWN:
         return None, True
 
