@@ -31,3 +31,6 @@ def configure_logging(service: str, fmt: str = "auto", level: str = "info") -> N
     )
     structlog.contextvars.bind_contextvars(service=service)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(message)s")
+    # Client libraries that log every request at INFO: only their warnings are news.
+    for noisy in ("elastic_transport", "elasticsearch", "aiokafka", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
