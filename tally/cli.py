@@ -170,9 +170,47 @@ def _backend(args: argparse.Namespace, settings: Settings) -> int:
             list(services.PROJECTIONS) if "all" in args.names else list(dict.fromkeys(args.names))
         )
         uvloop.run(services.run_projectors(settings, names))
+    elif args.command == "verify":
+        return uvloop.run(_verify(args, settings))
     else:
         return uvloop.run(_dlq(args, settings))
     return 0
+
+
+async def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from elasticsearch import AsyncElasticsearch
+    from redis.asyncio import Redis
+
+    from projectors.verify import verify
+    from tally import services
+
+    names = list(services.PROJECTIONS) if args.projection == "all" else [args.projection]
+    redis = Redis.from_url(settings.redis_url)
+    es = AsyncElasticsearch(settings.es_url, request_timeout=60)
+    try:
+        async with services.open_pool(settings, "verify") as pool:
+            head, reports = await verify(
+                pool,
+                redis,
+                es,
+                generation=settings.redis_generation,
+                comments_alias=settings.es_comments_alias,
+                votes_alias=settings.es_votes_alias,
+                projections=names,
+                wait_seconds=args.wait,
+            )
+    finally:
+        await redis.aclose()
+        await es.close()
+    table = Table("projection", "checked", "skipped (newer)", "mismatches", title=f"head {head}")
+    for report in reports:
+        state = "[green]0" if report.ok else f"[red]{len(report.mismatches)}"
+        table.add_row(report.projection, str(report.checked), str(report.skipped), state)
+    Console().print(table)
+    wrong = [m for r in reports for m in r.mismatches]
+    for line in wrong[: args.show]:
+        print(line)
+    return 1 if wrong else 0
 
 
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
@@ -217,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("relay", help="publish the outbox to Kafka (one leader, others stand by)")
     pj = sub.add_parser("project", help="run projections from Kafka")
     pj.add_argument("names", nargs="+", choices=["all", "redis", "comments", "votes"])
+    vf = sub.add_parser("verify", help="prove the read models equal a fold of the event store")
+    vf.add_argument("--projection", choices=["all", "redis", "comments", "votes"], default="all")
+    vf.add_argument("--show", type=int, default=20, help="how many mismatches to print")
+    vf.add_argument("--wait", type=float, default=30, help="seconds to wait for Redis to catch up")
     dq = sub.add_parser("dlq", help="inspect or retry parked events")
     dq.add_argument("action", choices=["list", "retry"])
     dq.add_argument("--projection", choices=["redis", "comments", "votes"])
@@ -236,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             return _token(args, settings)
         if args.command == "serve":
             return _serve(args, settings)
-        if args.command in ("relay", "project", "dlq"):
+        if args.command in ("relay", "project", "dlq", "verify"):
             return _backend(args, settings)
         return _run(settings)
     except SettingsError as exc:

@@ -1,0 +1,83 @@
+"""``tally verify`` agrees with correct read models and names a corrupted one."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import msgspec
+from elasticsearch import AsyncElasticsearch
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from projectors.es_comments import EsCommentsProjection
+from projectors.es_votes import EsVotesProjection
+from projectors.redis_scores import RedisScoresProjection, prefix
+from projectors.verify import verify
+from tally.settings import Settings, as_environment
+from tests.pipeline import record_history
+
+
+async def test_verify_passes_then_names_a_corrupted_counter(
+    settings: Settings, clean_store: AsyncConnectionPool[Any], redis: Redis
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    config = msgspec.structs.replace(
+        settings,
+        redis_generation=f"v{tag}",
+        es_comments_alias=f"test-vc-{tag}",
+        es_votes_alias=f"test-vv-{tag}",
+    )
+    history = await record_history(clean_store, 300, seed=21)
+    es = AsyncElasticsearch(settings.es_url, request_timeout=30)
+    projections = [
+        RedisScoresProjection(redis, config.redis_generation),
+        EsCommentsProjection(es, config.es_comments_alias),
+        EsVotesProjection(es, config.es_votes_alias),
+    ]
+    try:
+        for projection in projections:
+            await projection.setup()
+            for start in range(0, len(history), 50):
+                await projection.apply(history[start : start + 50])
+
+        async def check() -> list[Any]:
+            _, reports = await verify(
+                clean_store,
+                redis,
+                es,
+                generation=config.redis_generation,
+                comments_alias=config.es_comments_alias,
+                votes_alias=config.es_votes_alias,
+                projections=["redis", "comments", "votes"],
+                wait_seconds=5,
+            )
+            return reports
+
+        reports = await check()
+        assert all(r.ok for r in reports), [r.mismatches for r in reports]
+        assert all(r.checked > 0 for r in reports)
+
+        victim = next(e for e in history if hasattr(e.event, "user_id")).event
+        key = f"{prefix(config.redis_generation, victim.commentable_id)}c:{victim.comment_id}"
+        await redis.hincrby(key, "up", 7)
+        redis_report = (await check())[0]
+        assert len(redis_report.mismatches) == 1
+        assert str(victim.comment_id) in redis_report.mismatches[0]
+
+        cli = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "tally.cli", "verify", "--projection", "redis", "--wait", "1"],
+            env={**as_environment(config), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert cli.returncode == 1, cli.stdout + cli.stderr
+        assert str(victim.comment_id) in cli.stdout
+    finally:
+        await es.indices.delete(index=f"test-vc-{tag}-v1,test-vv-{tag}-v1")
+        await es.close()
