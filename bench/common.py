@@ -146,48 +146,13 @@ async def fresh_bench_database(settings: Settings) -> None:
 def synthetic_history(
     events: int, commentables: int = 200, comments: int = 5000, seed: int = 1
 ) -> list[Any]:
-    """A valid history: posts, then votes with Zipf-like popularity and right ``previous``."""
-    import random
-    import uuid
+    """A valid history (see ``event_store.seed``): posts, then Zipf-popular votes."""
+    from event_store.seed import SeedPlan, history
 
-    from event_store.port import PendingEvent
-    from schemas.events import CommentPosted, VoteCast, VoteChanged, VoteRetracted
-
-    rng = random.Random(seed)
-    ids = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(min(comments, events))]
-    where = {c: f"bench-{n % commentables}" for n, c in enumerate(ids)}
-    pending: list[Any] = [
-        PendingEvent(
-            stream_id=f"comment-{c}",
-            stream_version=1,
-            event=CommentPosted(
-                comment_id=c,
-                commentable_id=where[c],
-                author_id="author",
-                content="benchmark comment",
-            ),
-        )
-        for c in ids
-    ]
-    weights = [1 / (rank + 1) for rank in range(len(ids))]
-    current: dict[tuple[Any, str], tuple[Any, int]] = {}
-    while len(pending) < events:
-        c = rng.choices(ids, weights)[0]
-        user = f"u{rng.randrange(20000)}"
-        value, version = current.get((c, user), (0, 0))
-        new: Any = rng.choice([v for v in (-1, 0, 1) if v != value])
-        kind = VoteCast if value == 0 else VoteRetracted if new == 0 else VoteChanged
-        pending.append(
-            PendingEvent(
-                stream_id=f"vote-{c}-{user}",
-                stream_version=version + 1,
-                event=kind(
-                    comment_id=c, commentable_id=where[c], user_id=user, value=new, previous=value
-                ),
-            )
-        )
-        current[(c, user)] = (new, version + 1)
-    return pending
+    plan = SeedPlan(
+        events=events, commentables=commentables, comments=comments, users=20_000, seed=seed
+    )
+    return list(history(plan))
 
 
 async def record(settings: Settings, pending: list[Any], chunk: int = 5000) -> None:

@@ -156,6 +156,33 @@ def _run(settings: Settings) -> int:
     return exit_code
 
 
+def _seed(args: argparse.Namespace, settings: Settings) -> int:
+    from event_store.seed import SeedPlan, seed
+
+    plan = SeedPlan(
+        events=args.events,
+        commentables=args.commentables,
+        comments=args.comments,
+        users=args.users,
+        days=args.days,
+        seed=args.seed,
+    )
+    started = time.monotonic()
+    first, last = asyncio.run(
+        seed(
+            settings.pg_dsn,
+            plan,
+            outbox=not args.no_outbox,
+            progress=lambda n: console.print(f"{n:,} events written"),
+        )
+    )
+    took = time.monotonic() - started
+    console.print(
+        f"seeded positions {first:,}..{last:,} ({last - first + 1:,} events) in {took:.1f} s"
+    )
+    return 0
+
+
 def _backend(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
@@ -255,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("relay", help="publish the outbox to Kafka (one leader, others stand by)")
     pj = sub.add_parser("project", help="run projections from Kafka")
     pj.add_argument("names", nargs="+", choices=["all", "redis", "comments", "votes"])
+    sd = sub.add_parser(
+        "seed", help="write a realistic history fast (COPY), for demos and benchmarks"
+    )
+    sd.add_argument("--events", type=int, default=20_000)
+    sd.add_argument("--commentables", type=int, default=20)
+    sd.add_argument("--comments", type=int, default=1_000)
+    sd.add_argument("--users", type=int, default=5_000)
+    sd.add_argument("--days", type=int, default=7)
+    sd.add_argument("--seed", type=int, default=1)
+    sd.add_argument("--no-outbox", action="store_true", help="do not queue the events for Kafka")
     vf = sub.add_parser("verify", help="prove the read models equal a fold of the event store")
     vf.add_argument("--projection", choices=["all", "redis", "comments", "votes"], default="all")
     vf.add_argument("--show", type=int, default=20, help="how many mismatches to print")
@@ -278,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             return _token(args, settings)
         if args.command == "serve":
             return _serve(args, settings)
+        if args.command == "seed":
+            return _seed(args, settings)
         if args.command in ("relay", "project", "dlq", "verify"):
             return _backend(args, settings)
         return _run(settings)
