@@ -156,6 +156,23 @@ def _run(settings: Settings) -> int:
     return exit_code
 
 
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.live import Live
+
+    from tally.status import render
+
+    if not args.watch:
+        Console().print(render(settings))
+        return 0
+    with Live(render(settings), refresh_per_second=1, screen=False) as live:
+        try:
+            while True:
+                time.sleep(2)
+                live.update(render(settings))
+        except KeyboardInterrupt:
+            return 0
+
+
 def _seed(args: argparse.Namespace, settings: Settings) -> int:
     from event_store.seed import SeedPlan, seed
 
@@ -292,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--days", type=int, default=7)
     sd.add_argument("--seed", type=int, default=1)
     sd.add_argument("--no-outbox", action="store_true", help="do not queue the events for Kafka")
+    stt = sub.add_parser("status", help="one screen: stack health, backlog, projection lag")
+    stt.add_argument("--watch", action="store_true", help="refresh every 2 s until Ctrl-C")
     vf = sub.add_parser("verify", help="prove the read models equal a fold of the event store")
     vf.add_argument("--projection", choices=["all", "redis", "comments", "votes"], default="all")
     vf.add_argument("--show", type=int, default=20, help="how many mismatches to print")
@@ -315,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             return _token(args, settings)
         if args.command == "serve":
             return _serve(args, settings)
+        if args.command == "status":
+            return _status(args, settings)
         if args.command == "seed":
             return _seed(args, settings)
         if args.command in ("relay", "project", "dlq", "verify"):
