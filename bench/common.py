@@ -176,3 +176,31 @@ def report(name: str, result: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(document, indent=2))
     print(json.dumps(document, indent=2))
+
+
+async def with_history(events: int) -> Settings:
+    """Bench settings over a fresh bench database holding ``events`` synthetic events."""
+    from tally.settings import get_settings
+
+    settings = bench_settings(get_settings())
+    await fresh_bench_database(settings)
+    await record(settings, synthetic_history(events))
+    return settings
+
+
+async def drop_keyspace(settings: Settings) -> None:
+    """Remove the bench's Redis generation, so benchmarks leave the run stack as they found it."""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        batch = []
+        async for key in redis.scan_iter(f"tally:g{settings.redis_generation}:*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                await redis.unlink(*batch)
+                batch = []
+        if batch:
+            await redis.unlink(*batch)
+    finally:
+        await redis.aclose()

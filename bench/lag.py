@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from bench.common import (
     Connection,
     bench_settings,
+    drop_keyspace,
     fresh_bench_database,
     percentile,
     post_comments,
@@ -148,6 +149,7 @@ def main() -> None:
     finally:
         for proc in [*workers, api]:
             stop_service(proc)
+        uvloop.run(drop_keyspace(settings))
     print(
         f"lag at {result['rate_sent']} votes/s: p50 {result['lag_p50_ms']} ms,"
         f" p99 {result['lag_p99_ms']} ms ({result['missing']} missing)",

@@ -19,12 +19,10 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from bench.common import (
-    bench_settings,
-    fresh_bench_database,
+    drop_keyspace,
     prepare_stack,
-    record,
     report,
-    synthetic_history,
+    with_history,
 )
 from event_store.relay import publish_all
 from projectors.redis_scores import RedisScoresProjection
@@ -33,9 +31,7 @@ from tally.settings import get_settings
 
 
 async def main(events: int) -> None:
-    settings = bench_settings(get_settings())
-    await fresh_bench_database(settings)
-    await record(settings, synthetic_history(events))
+    settings = await with_history(events)
     pool: AsyncConnectionPool = AsyncConnectionPool(
         settings.pg_dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
     )
@@ -62,6 +58,7 @@ async def main(events: int) -> None:
     )
     await redis.aclose()
     await pool.close()
+    await drop_keyspace(settings)
     report(
         "projector",
         {

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from bench.common import (
     Connection,
     bench_settings,
+    drop_keyspace,
     percentile,
     prepare_stack,
     report,
@@ -158,6 +159,7 @@ def main() -> None:
         ],
         args.seconds,
     )
+    uvloop.run(drop_keyspace(settings))
     share = scores["requests_per_second"] / max(1, hello["requests_per_second"])
     print(
         f"hello world {hello['requests_per_second']}/s; score reads"

@@ -17,21 +17,16 @@ from aiokafka import AIOKafkaProducer
 from psycopg_pool import AsyncConnectionPool
 
 from bench.common import (
-    bench_settings,
-    fresh_bench_database,
     prepare_stack,
-    record,
     report,
-    synthetic_history,
+    with_history,
 )
 from event_store.relay import OutboxRelay, ensure_topic
 from tally.settings import get_settings
 
 
 async def main(events: int) -> None:
-    settings = bench_settings(get_settings())
-    await fresh_bench_database(settings)
-    await record(settings, synthetic_history(events))
+    settings = await with_history(events)
     await ensure_topic(settings)
     pool: AsyncConnectionPool = AsyncConnectionPool(
         settings.pg_dsn, min_size=1, max_size=2, open=False
