@@ -102,6 +102,9 @@ def prepare_stack(settings: Settings) -> None:
     """Start the local stack and migrate, as `make run` would."""
     from tally import stack
     from tally.cli import _migrate
+    from tally.logging import configure_logging
+
+    configure_logging("bench", "json", "warning")  # logs to stderr; stdout carries the JSON
 
     stack.stack_up(settings, lambda line: print(line, file=sys.stderr))
     _migrate(settings)
