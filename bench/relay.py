@@ -13,7 +13,6 @@ import sys
 import time
 
 import uvloop
-from aiokafka import AIOKafkaProducer
 from psycopg_pool import AsyncConnectionPool
 
 from bench.common import (
@@ -21,7 +20,7 @@ from bench.common import (
     report,
     with_history,
 )
-from event_store.relay import OutboxRelay, ensure_topic
+from event_store.relay import ensure_topic, publish_all
 from tally.settings import get_settings
 
 
@@ -32,21 +31,10 @@ async def main(events: int) -> None:
         settings.pg_dsn, min_size=1, max_size=2, open=False
     )
     await pool.open()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        linger_ms=2,
-        max_batch_size=512 * 1024,
-    )
-    await producer.start()
-    relay = OutboxRelay(settings, pool)
     started = time.perf_counter()
-    published = 0
     try:
-        while batch := await relay.publish_once(producer):
-            published += batch
+        published = await publish_all(settings, pool)
     finally:
-        await producer.stop()
         await pool.close()
     seconds = time.perf_counter() - started
     rate = published / seconds

@@ -65,6 +65,17 @@ async def ensure_topic(settings: Settings, topic: str | None = None) -> None:
         await admin.close()
 
 
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    """The relay's producer: acks from all replicas, big batches, idempotence by setting."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=settings.kafka_idempotent_producer,
+        linger_ms=2,
+        max_batch_size=512 * 1024,
+    )
+
+
 class OutboxRelay:
     """Publishes the outbox while it holds leadership."""
 
@@ -116,13 +127,7 @@ class OutboxRelay:
 
     async def _lead(self, stop: asyncio.Event) -> None:
         settings = self._settings
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=settings.kafka_idempotent_producer,
-            linger_ms=2,
-            max_batch_size=512 * 1024,
-        )
+        producer = make_producer(settings)
         await producer.start()
         try:
             await self._load_partitions()
@@ -162,6 +167,13 @@ class OutboxRelay:
             if not rows:
                 return 0
             partitions = len(await producer.partitions_for(settings.kafka_topic))
+            if partitions != settings.kafka_partitions:
+                log.error(
+                    "topic_partition_count_differs",
+                    topic=settings.kafka_topic,
+                    partitions=partitions,
+                    configured=settings.kafka_partitions,
+                )
             last = dict(self._last)
             sends = []
             for position, key, type_name, envelope, traceparent in rows:
@@ -228,7 +240,7 @@ async def publish_all(settings: Settings, pool: AsyncConnectionPool[Any]) -> int
     For tests and benchmarks; return how many events were published.
     """
     await ensure_topic(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = make_producer(settings)
     await producer.start()
     relay = OutboxRelay(settings, pool)
     await relay._load_partitions()

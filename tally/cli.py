@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -23,7 +24,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     from tally import stack
 
     if args.data_dir:
-        settings = Settings(**{**_as_dict(settings), "data_dir": args.data_dir})
+        settings = msgspec.structs.replace(settings, data_dir=args.data_dir)
     action = args.action
     if action == "up":
         stack.stack_up(settings, console.print)
@@ -40,10 +41,6 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
         Console().print(table)
         return 0 if all(r.running for r in rows) else 1
     return 0
-
-
-def _as_dict(settings: Settings) -> dict[str, object]:
-    return {f: getattr(settings, f) for f in settings.__struct_fields__}
 
 
 def _migrate(settings: Settings) -> int:

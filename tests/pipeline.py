@@ -15,7 +15,6 @@ from redis.asyncio import Redis
 
 from event_store.port import PendingEvent
 from event_store.postgres import PostgresEventStore, append_pending
-from event_store.relay import publish_all
 from projectors.fold import fold
 from projectors.redis_scores import prefix
 from schemas.envelope import Envelope
@@ -63,11 +62,6 @@ async def record_history(pool: AsyncConnectionPool[Any], actions: int, seed: int
                 await append_pending(cur, pending[start : start + 1000])
     store = PostgresEventStore(pool)
     return [e async for batch in store.read_all() for e in batch]
-
-
-async def relay_everything(settings: Settings, pool: AsyncConnectionPool[Any]) -> int:
-    """Publish the whole outbox once; return how many were published."""
-    return await publish_all(settings, pool)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:

@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from event_store.partitioning import partition_for
+from event_store.relay import publish_all
 from projectors import parking
 from projectors.redis_scores import RedisScoresProjection, prefix
 from projectors.runner import ProjectorRunner
@@ -24,7 +25,6 @@ from tests.pipeline import (
     isolated,
     record_history,
     redis_matches_store,
-    relay_everything,
 )
 
 
@@ -55,7 +55,7 @@ async def test_the_relay_publishes_in_order_keyed_by_comment_and_empties_the_out
 ) -> None:
     config = isolated(settings)
     history = await record_history(apool, 80, seed=1)
-    assert await relay_everything(config, apool) == len(history)
+    assert await publish_all(config, apool) == len(history)
     consumer = AIOKafkaConsumer(
         config.kafka_topic,
         bootstrap_servers=config.kafka_bootstrap,
@@ -91,14 +91,14 @@ async def test_a_lost_topic_is_healed_from_the_event_store(
 ) -> None:
     config = isolated(settings)
     await record_history(apool, 120, seed=2)
-    await relay_everything(config, apool)
+    await publish_all(config, apool)
     # The broker loses everything published so far, before any projector read it.
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
     await admin.start()
     await admin.delete_topics([config.kafka_topic])
     await admin.close()
     await record_history(apool, 60, seed=3)
-    await relay_everything(config, apool)  # recreates the topic; prev still points back
+    await publish_all(config, apool)  # recreates the topic; prev still points back
     projection = RedisScoresProjection(redis, config.redis_generation)
     async with running(ProjectorRunner(projection, config, apool)):
         await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
@@ -109,7 +109,7 @@ async def test_redelivered_batches_change_nothing(
 ) -> None:
     config = isolated(settings)
     await record_history(apool, 100, seed=4)
-    await relay_everything(config, apool)
+    await publish_all(config, apool)
     projection = RedisScoresProjection(redis, config.redis_generation)
     async with running(ProjectorRunner(projection, config, apool)):
         await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
@@ -139,7 +139,7 @@ async def test_a_poison_event_is_parked_with_its_comments_later_events_and_other
             " WHERE position = %s",
             (poison.position,),
         )
-    await relay_everything(config, apool)
+    await publish_all(config, apool)
     projection = RedisScoresProjection(redis, config.redis_generation)
     later = [
         e.position
