@@ -77,6 +77,7 @@ class ProjectorRunner:
         self._last_time = 0.0
         self._lag_checked = 0.0
         self._heard_at = time.monotonic()
+        self._partitions = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; commit only what was applied."""
@@ -137,6 +138,7 @@ class ProjectorRunner:
             # Without metadata (a stuck consumer), the count the topic is created with.
             known = consumer.partitions_for_topic(self._settings.kafka_topic)
             partitions = len(known) if known else self._settings.kafka_partitions
+            self._follow_partition_count(partitions)
             if batches:
                 stalls = 0
                 self._heard_at = time.monotonic()
@@ -181,6 +183,24 @@ class ProjectorRunner:
             last = max(last, position)
         await self._flush(ready)
         self._seen[partition] = last
+
+    def _follow_partition_count(self, partitions: int) -> None:
+        """A topic recreated with another partition count maps comments anew.
+
+        What each partition had seen belongs to the old mapping, so it is lowered to the least
+        any partition had seen: the next gap check then heals everything since (idempotent).
+        """
+        if self._partitions and partitions != self._partitions and self._seen:
+            floor = min(self._seen.values())
+            log.warning(
+                "partition_count_changed",
+                projection=self._name,
+                before=self._partitions,
+                after=partitions,
+                healing_from=floor,
+            )
+            self._seen = dict.fromkeys(range(partitions), floor)
+        self._partitions = partitions
 
     async def _watchdog(self, consumer: AIOKafkaConsumer, partitions: int) -> bool:
         """Silence with events waiting in the store: heal from it and rewind stuck partitions.
