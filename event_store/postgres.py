@@ -20,6 +20,7 @@ from psycopg import AsyncClientCursor, AsyncCursor
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from event_store.bulk_read import stream_events
 from event_store.errors import ConcurrencyError, EventStoreError
 from event_store.port import PendingEvent
 from schemas.codec import decode_event
@@ -226,19 +227,11 @@ class PostgresEventStore:
     async def read_all(
         self, after: int = 0, batch_size: int = 1000, until: int | None = None
     ) -> AsyncIterator[list[Envelope]]:
-        """See ``EventStore.read_all``; streams through a server-side cursor."""
+        """See ``EventStore.read_all``; streams with COPY (``event_store.bulk_read``)."""
         upto = until if until is not None else 2**62
-        async with self._pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(name="tally_read_all")
-            try:
-                await cur.execute(
-                    SELECT_ENVELOPE + " WHERE position > %s AND position <= %s ORDER BY position",
-                    (after, upto),
-                )
-                while rows := await cur.fetchmany(batch_size):
-                    yield [envelope_from_row(r) for r in rows]
-            finally:
-                await cur.close()
+        async with self._pool.connection() as conn:
+            async for batch in stream_events(conn, after, upto, batch_size):
+                yield batch
 
     async def head(self) -> int:
         """See ``EventStore.head``."""

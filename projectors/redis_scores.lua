@@ -1,35 +1,12 @@
 -- Apply a batch of events of ONE commentable. Every key is declared and shares the hash tag
--- {commentable}, so this runs on Redis Cluster too.
+-- {commentable}, so this runs on Redis Cluster too. ``rank`` comes from redis_rank.lua.
 -- KEYS[1..5]: rankings top, new, best, controversial, hot; then per comment: its hash, its votes.
--- ARGV[1]: pub/sub channel; then per event, 8 values:
+-- ARGV[1]: pub/sub channel ('' publishes nothing); then per event, 8 values:
 --   key index of the comment hash, kind (P posted, E edited, D deleted, V vote), position,
 --   value, previous, created ms, user id, comment id.
 -- Returns the number of events applied (the rest were at or below the comment's position).
-local Z = 1.959963984540054
 local channel = ARGV[1]
 local applied = 0
-
-local function rank(cid, up, down, created)
-  local n = up + down
-  local best = 0
-  if n > 0 then
-    local p = up / n
-    best = (p + Z * Z / (2 * n) - Z * math.sqrt((p * (1 - p) + Z * Z / (4 * n)) / n)) / (1 + Z * Z / n)
-  end
-  local controversial = 0
-  if up > 0 and down > 0 then
-    controversial = (up + down) ^ (math.min(up, down) / math.max(up, down))
-  end
-  local s = up - down
-  local sign = 0
-  if s > 0 then sign = 1 elseif s < 0 then sign = -1 end
-  local hot = sign * math.log10(math.max(math.abs(s), 1)) + (created / 1000 - 1134028003) / 45000
-  redis.call('ZADD', KEYS[1], s, cid)
-  redis.call('ZADD', KEYS[2], created, cid)
-  redis.call('ZADD', KEYS[3], best, cid)
-  redis.call('ZADD', KEYS[4], controversial, cid)
-  redis.call('ZADD', KEYS[5], hot, cid)
-end
 
 local i = 2
 while i <= #ARGV do
@@ -59,9 +36,11 @@ while i <= #ARGV do
       redis.call('HSET', ck, 'up', up, 'down', down, 'score', up - down, 'pos', pos)
       if value == 0 then redis.call('HDEL', vk, user) else redis.call('HSET', vk, user, value) end
       if not deleted then rank(cid, up, down, born) end
-      redis.call('PUBLISH', channel, string.format(
-        '{"comment_id":"%s","up":%d,"down":%d,"score":%d,"position":%d}',
-        cid, up, down, up - down, pos))
+      if channel ~= '' then
+        redis.call('PUBLISH', channel, string.format(
+          '{"comment_id":"%s","up":%d,"down":%d,"score":%d,"position":%d}',
+          cid, up, down, up - down, pos))
+      end
     end
   end
 end

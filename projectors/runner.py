@@ -34,6 +34,7 @@ from event_store.postgres import PostgresEventStore
 from event_store.relay import ensure_topic
 from projectors import parking
 from projectors.base import CannotApply, Projection
+from projectors.fence import SwitchFence
 from schemas.codec import UnknownEventError, decode_envelope
 from schemas.envelope import Envelope
 from tally.settings import Settings
@@ -78,6 +79,7 @@ class ProjectorRunner:
         self._lag_checked = 0.0
         self._heard_at = time.monotonic()
         self._partitions = 0
+        self._fence = SwitchFence(settings.pg_dsn, projection.name)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; commit only what was applied."""
@@ -108,6 +110,7 @@ class ProjectorRunner:
         finally:
             if self._dlq is not None:
                 await self._dlq.stop()
+            await self._fence.close()
             log.info("projector_stopped", projection=self._name, checkpoint=self._checkpoint)
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -270,11 +273,12 @@ class ProjectorRunner:
                     break
 
     async def _apply(self, envelopes: Sequence[Envelope]) -> None:
-        """Apply, retrying while the projection's store is down."""
+        """Apply under the switch fence, retrying while the projection's store is down."""
         delay = 0.2
         while True:
             try:
-                await self.projection.apply(envelopes)
+                async with self._fence.shared():
+                    await self.projection.apply(envelopes)
                 return
             except CannotApply:
                 raise

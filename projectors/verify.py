@@ -73,6 +73,9 @@ async def verify_redis(
     votes: dict[tuple[UUID, str], int],
 ) -> Report:
     report = Report("redis")
+    by_comment: dict[UUID, dict[str, int]] = {}
+    for (comment_id, user), vote in votes.items():
+        by_comment.setdefault(comment_id, {})[user] = vote
     items = list(views.values())
     for start in range(0, len(items), 1000):
         chunk = items[start : start + 1000]
@@ -98,7 +101,7 @@ async def verify_redis(
                 continue
             report.checked += 1
             problem = compare_counts(view, stored, "redis")
-            expected = {u: v for (c, u), v in votes.items() if c == view.comment_id}
+            expected = by_comment.get(view.comment_id, {})
             got = {u.decode(): int(v) for u, v in stored_votes.items()}
             if problem is None and got != expected:
                 problem = f"redis: comment {view.comment_id}: votes are {got}, should be {expected}"

@@ -29,7 +29,7 @@ STREAMS = Gauge("tally_live_streams", "Open live (SSE) streams", multiprocess_mo
 
 async def _missed(state: State, commentable_id: str, after: int) -> list[dict[str, Any]]:
     redis = state.redis_reads.redis
-    base = prefix(state.redis_reads.generation, commentable_id)
+    base = prefix(await state.redis_reads.generations.current_cached(), commentable_id)
     ids = [i.decode() for i in await redis.zrevrange(f"{base}rank:new", 0, RESUME_LIMIT - 1)]
     async with redis.pipeline(transaction=False) as pipe:
         for comment_id in ids:

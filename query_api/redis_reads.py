@@ -18,6 +18,7 @@ from typing import Any, cast
 import msgspec
 from redis.asyncio import Redis
 
+from projectors.generations import Generations
 from projectors.redis_scores import checkpoint_key, prefix, where_key
 from tally.coalesce import TickBatcher
 
@@ -41,11 +42,11 @@ class Page(msgspec.Struct, frozen=True):
 
 
 class RedisReads:
-    """The Redis projection, read side (one generation)."""
+    """The Redis projection, read side: the live generation, followed across rebuilds."""
 
     def __init__(self, redis: Redis, generation: str, snapshot_s: int, cursor_ttl_s: int) -> None:
         self.redis = redis
-        self.generation = generation
+        self.generations = Generations(redis, generation)
         self._snapshot_s = snapshot_s
         self._cursor_ttl_s = cursor_ttl_s
         # A comment never moves to another commentable: remember where each one lives.
@@ -64,7 +65,8 @@ class RedisReads:
         """Which commentable each comment belongs to (``None``: unknown to the projection)."""
         unknown = [c for c in comment_ids if c not in self._where]
         if unknown:
-            values = await self.redis.mget([where_key(self.generation, c) for c in unknown])
+            generation = await self.generations.current_cached()
+            values = await self.redis.mget([where_key(generation, c) for c in unknown])
             if len(self._where) > 500_000:
                 self._where.clear()
             for comment_id, value in zip(unknown, values, strict=True):
@@ -75,16 +77,17 @@ class RedisReads:
     async def scores(self, comment_ids: Sequence[str]) -> dict[str, Score]:
         """Live counts of the comments the projection knows."""
         where = await self.commentables(comment_ids)
+        generation = await self.generations.current_cached()
         known = [(c, w) for c, w in zip(comment_ids, where, strict=True) if w is not None]
         fields = ["up", "down", "score", "pos", "deleted"]
         if len(known) == 1:  # the hot path: no pipeline machinery for one key
             comment_id, commentable = known[0]
-            key = f"{prefix(self.generation, commentable)}c:{comment_id}"
+            key = f"{prefix(generation, commentable)}c:{comment_id}"
             rows = [await cast(Awaitable[list[Any]], self.redis.hmget(key, fields))]
         else:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for comment_id, commentable in known:
-                    pipe.hmget(f"{prefix(self.generation, commentable)}c:{comment_id}", fields)
+                    pipe.hmget(f"{prefix(generation, commentable)}c:{comment_id}", fields)
                 rows = await pipe.execute()
         return {
             comment_id: Score(
@@ -102,10 +105,11 @@ class RedisReads:
     async def my_votes(self, user_id: str, comment_ids: Sequence[str]) -> dict[str, int]:
         """The user's vote on each comment (0 when none)."""
         where = await self.commentables(comment_ids)
+        generation = await self.generations.current_cached()
         async with self.redis.pipeline(transaction=False) as pipe:
             for comment_id, commentable in zip(comment_ids, where, strict=True):
                 if commentable is not None:
-                    pipe.hget(f"{prefix(self.generation, commentable)}v:{comment_id}", user_id)
+                    pipe.hget(f"{prefix(generation, commentable)}v:{comment_id}", user_id)
             values = iter(await pipe.execute())
         return {
             comment_id: int(next(values) or 0) if commentable is not None else 0
@@ -114,13 +118,14 @@ class RedisReads:
 
     async def checkpoint(self) -> int:
         """The highest position the projection applied."""
-        return int(await self.redis.get(checkpoint_key(self.generation)) or 0)
+        generation = await self.generations.current_cached()
+        return int(await self.redis.get(checkpoint_key(generation)) or 0)
 
     async def page(
         self, commentable_id: str, sort: str, limit: int, cursor: dict[str, Any] | None
     ) -> Page:
         """One page of comment ids, best first, from a ranking snapshot."""
-        base = prefix(self.generation, commentable_id)
+        base = prefix(await self.generations.current_cached(), commentable_id)
         if cursor is None:
             bucket = int(time.time() // max(1, self._snapshot_s))
             snapshot, offset = f"snap:{sort}:{bucket}", 0

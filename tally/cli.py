@@ -10,12 +10,16 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import msgspec
 from rich.console import Console
 from rich.table import Table
 
 from tally.settings import Settings, SettingsError, get_settings
+
+if TYPE_CHECKING:
+    from projectors.replay import Progress
 
 console = Console(stderr=True)
 
@@ -213,6 +217,8 @@ def _backend(args: argparse.Namespace, settings: Settings) -> int:
         uvloop.run(services.run_projectors(settings, names))
     elif args.command == "verify":
         return uvloop.run(_verify(args, settings))
+    elif args.command == "replay":
+        return uvloop.run(_replay(args, settings))
     else:
         return uvloop.run(_dlq(args, settings))
     return 0
@@ -222,6 +228,7 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from elasticsearch import AsyncElasticsearch
     from redis.asyncio import Redis
 
+    from projectors.generations import Generations
     from projectors.verify import verify
     from tally import services
 
@@ -234,7 +241,7 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
                 pool,
                 redis,
                 es,
-                generation=settings.redis_generation,
+                generation=await Generations(redis, settings.redis_generation).current(),
                 comments_alias=settings.es_comments_alias,
                 votes_alias=settings.es_votes_alias,
                 projections=names,
@@ -252,6 +259,84 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
     for line in wrong[: args.show]:
         print(line)
     return 1 if wrong else 0
+
+
+async def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from projectors.replay import replay
+    from tally import services
+
+    names = list(services.PROJECTIONS) if args.projection == "all" else [args.projection]
+    async with services.open_rebuilds(settings, names) as rebuilds:
+        for rebuild in rebuilds:
+            with ReplayProgress(rebuild.name) as show:
+                result = await replay(
+                    settings.pg_dsn,
+                    rebuild,
+                    keep=args.keep,
+                    batch_size=args.batch_size,
+                    on_progress=show,
+                )
+            rate = result.events / max(result.seconds, 1e-9)
+            console.print(
+                f"{result.projection}: {result.events:,} events into {result.target}"
+                f" in {result.seconds:.1f} s ({rate:,.0f}/s), live now;"
+                f" {result.replaced} {'kept' if args.keep else 'dropped'}"
+                f" ({result.total_seconds:.1f} s in all)"
+            )
+    return 0
+
+
+class ReplayProgress:
+    """A progress bar on a terminal; a line every few seconds otherwise (logs, CI)."""
+
+    def __init__(self, name: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._name = name
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>10} events/s"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        self._task = self._bar.add_task(f"replay {name}", total=None, rate="-")
+        self._printed = 0.0
+        self._announced = False
+
+    def __enter__(self) -> ReplayProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def __call__(self, progress: Progress) -> None:
+        if not self._announced:
+            self._announced = True
+            start = progress.resumed_from
+            how = f"resuming at position {start:,}" if start else "from position 0"
+            console.print(f"replay {self._name} into {progress.target}: {how}")
+        self._bar.update(
+            self._task,
+            completed=progress.done,
+            total=progress.total,
+            rate=f"{progress.rate:,.0f}",
+        )
+        if not console.is_terminal and time.monotonic() - self._printed > 2:
+            self._printed = time.monotonic()
+            console.print(
+                f"replay {self._name}: {progress.done:,}/{progress.total:,} events,"
+                f" position {progress.position:,}, {progress.rate:,.0f} events/s"
+            )
 
 
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
@@ -312,6 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     vf.add_argument("--projection", choices=["all", "redis", "comments", "votes"], default="all")
     vf.add_argument("--show", type=int, default=20, help="how many mismatches to print")
     vf.add_argument("--wait", type=float, default=30, help="seconds to wait for Redis to catch up")
+    rp = sub.add_parser(
+        "replay", help="rebuild projections from the event store beside the live ones, then switch"
+    )
+    rp.add_argument("--projection", choices=["all", "redis", "comments", "votes"], default="all")
+    rp.add_argument("--keep", action="store_true", help="keep the old generation or index")
+    rp.add_argument(
+        "--batch-size", type=int, help="events per batch (default 20,000 Redis, 2,000 ES)"
+    )
     dq = sub.add_parser("dlq", help="inspect or retry parked events")
     dq.add_argument("action", choices=["list", "retry"])
     dq.add_argument("--projection", choices=["redis", "comments", "votes"])
@@ -335,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args, settings)
         if args.command == "seed":
             return _seed(args, settings)
-        if args.command in ("relay", "project", "dlq", "verify"):
+        if args.command in ("relay", "project", "dlq", "verify", "replay"):
             return _backend(args, settings)
         return _run(settings)
     except SettingsError as exc:

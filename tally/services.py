@@ -21,7 +21,9 @@ from redis.asyncio import Redis
 from event_store.relay import OutboxRelay
 from projectors.base import Projection
 from projectors.es_comments import EsCommentsProjection
+from projectors.es_indices import COMMENTS_MAPPING, VOTES_MAPPING
 from projectors.es_votes import EsVotesProjection
+from projectors.rebuilds import IndexRebuild, Rebuild, RedisGenerationRebuild
 from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import ProjectorRunner
 from tally.settings import Settings
@@ -85,6 +87,35 @@ async def open_projections(settings: Settings, names: list[str]) -> AsyncIterato
         "redis": RedisScoresProjection(redis, settings.redis_generation),
         "comments": EsCommentsProjection(es, settings.es_comments_alias),
         "votes": EsVotesProjection(es, settings.es_votes_alias),
+    }
+    try:
+        yield [available[name] for name in names]
+    finally:
+        await redis.aclose()
+        await es.close()
+
+
+@contextlib.asynccontextmanager
+async def open_rebuilds(settings: Settings, names: list[str]) -> AsyncIterator[list[Rebuild]]:
+    """Rebuild targets for the named projections, with their clients."""
+    redis = Redis.from_url(settings.redis_url)
+    es = AsyncElasticsearch(settings.es_url, request_timeout=60)
+    available: dict[str, Rebuild] = {
+        "redis": RedisGenerationRebuild(redis, settings.redis_generation),
+        "comments": IndexRebuild(
+            "comments",
+            es,
+            settings.es_comments_alias,
+            COMMENTS_MAPPING,
+            lambda index: EsCommentsProjection(es, index),
+        ),
+        "votes": IndexRebuild(
+            "votes",
+            es,
+            settings.es_votes_alias,
+            VOTES_MAPPING,
+            lambda index: EsVotesProjection(es, index),
+        ),
     }
     try:
         yield [available[name] for name in names]

@@ -1,0 +1,95 @@
+"""Which Redis generation is live, and how a rebuild switches to a new one.
+
+The pointer is one hash, ``tally:generation:<base>`` (``base`` is ``TALLY_REDIS_GENERATION``):
+
+- ``current``: the generation readers read and the live projector writes (``base`` when unset);
+- ``retiring``: the generation a rebuild just replaced. The live projector keeps it up to date
+  for a grace period, so a reader that still has it cached never sees a score go backwards.
+
+Generations after the first are named ``<base>.<n>``; a key prefix ``tally:g<base>:`` does not
+match ``tally:g<base>.<n>:``, so dropping one generation never touches another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import cast
+
+from redis.asyncio import Redis
+
+# Readers cache the pointer this long; a rebuild waits longer before it stops updating the
+# retiring generation.
+READER_CACHE_SECONDS = 0.5
+GRACE_SECONDS = 2.0
+
+
+def pointer_key(base: str) -> str:
+    """The hash naming the live generation."""
+    return f"tally:generation:{base}"
+
+
+def next_generation(base: str, current: str) -> str:
+    """The name of the generation after ``current``."""
+    number = int(current.rsplit(".", 1)[1]) if current.startswith(f"{base}.") else 1
+    return f"{base}.{number + 1}"
+
+
+class Generations:
+    """Reads and moves the pointer of one family of generations."""
+
+    def __init__(self, redis: Redis, base: str) -> None:
+        self.redis = redis
+        self.base = base
+        self._key = pointer_key(base)
+        self._cached = base
+        self._cached_at = -1.0e9
+
+    async def current(self) -> str:
+        """The live generation, read from Redis."""
+        value = await cast(Awaitable[bytes | None], self.redis.hget(self._key, "current"))
+        return value.decode() if value else self.base
+
+    async def current_cached(self) -> str:
+        """The live generation, at most ``READER_CACHE_SECONDS`` old (for readers)."""
+        if time.monotonic() - self._cached_at > READER_CACHE_SECONDS:
+            self._cached = await self.current()
+            self._cached_at = time.monotonic()
+        return self._cached
+
+    async def written(self) -> list[str]:
+        """The generations the live projector writes: the current one, then any retiring one."""
+        current, retiring = await cast(
+            Awaitable[list[bytes | None]], self.redis.hmget(self._key, ["current", "retiring"])
+        )
+        live = current.decode() if current else self.base
+        return [live] + ([retiring.decode()] if retiring and retiring.decode() != live else [])
+
+    async def switch(self, new: str) -> str:
+        """Make ``new`` current in one command; the old one retires. Returns the old one."""
+        old = await self.current()
+        if old != new:
+            await cast(
+                Awaitable[int],
+                self.redis.hset(self._key, mapping={"current": new, "retiring": old}),
+            )
+        return old
+
+    async def retired(self) -> None:
+        """The grace period is over: stop updating the retiring generation."""
+        await cast(Awaitable[int], self.redis.hdel(self._key, "retiring"))
+
+    async def drop(self, generation: str) -> int:
+        """Delete every key of ``generation``; returns how many. Never the current one."""
+        if generation == await self.current():
+            raise ValueError(f"generation {generation} is live; refusing to drop it")
+        dropped = 0
+        batch: list[bytes] = []
+        async for key in self.redis.scan_iter(f"tally:g{generation}:*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                dropped += await self.redis.unlink(*batch)
+                batch = []
+        if batch:
+            dropped += await self.redis.unlink(*batch)
+        return dropped

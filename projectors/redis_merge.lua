@@ -1,0 +1,59 @@
+-- Merge pre-folded changes of ONE commentable into a generation being rebuilt (see
+-- projectors/compaction.py). Keys as in redis_scores.lua; ``rank`` comes from redis_rank.lua.
+-- KEYS[1..5]: rankings; then per comment: its hash, its votes.
+-- ARGV[1]: '1' to rank the comments now, '0' to leave that to redis_rerank.lua.
+-- ARGV[2]: msgpack array, per comment: {key index, comment id, first position, last position,
+--   created ms (-1: not posted in this change), deleted (0/1), up delta, down delta,
+--   {user, vote, user, vote, ...}} (one argument: far cheaper to send than one per value).
+-- A change at or below the stored position is skipped. Returns the ids of comments whose stored
+-- position falls inside their change (part-applied by an interrupted run): the caller applies
+-- their events one at a time instead.
+local out = {}
+
+local function flush(command, key, args)
+  if #args > 0 then redis.call(command, key, unpack(args)) end
+  return {}
+end
+
+local ranking = ARGV[1] == '1'
+
+for _, change in ipairs(cmsgpack.unpack(ARGV[2])) do
+  local index, cid, first, last = change[1], change[2], change[3], change[4]
+  local ck, vk = KEYS[index], KEYS[index + 1]
+  local created, deleted, du, dd, votes = change[5], change[6] == 1, change[7], change[8], change[9]
+  local state = redis.call('HMGET', ck, 'pos', 'up', 'down', 'created', 'deleted')
+  local pos = tonumber(state[1] or '0')
+  if pos >= last then
+    -- applied already
+  elseif pos >= first then
+    out[#out + 1] = cid
+  else
+    local up = tonumber(state[2] or '0') + du
+    local down = tonumber(state[3] or '0') + dd
+    if created < 0 then created = tonumber(state[4] or '0') end
+    deleted = deleted or state[5] == '1'
+    redis.call('HSET', ck, 'up', up, 'down', down, 'score', up - down, 'created', created,
+               'deleted', deleted and 1 or 0, 'pos', last)
+    local set, del = {}, {}
+    for j = 1, #votes, 2 do
+      if votes[j + 1] == 0 then
+        del[#del + 1] = votes[j]
+      else
+        set[#set + 1] = votes[j]
+        set[#set + 1] = votes[j + 1]
+      end
+      if #set >= 400 then set = flush('HSET', vk, set) end
+      if #del >= 200 then del = flush('HDEL', vk, del) end
+    end
+    flush('HSET', vk, set)
+    flush('HDEL', vk, del)
+    if not ranking then
+      -- ranked once, at the end of the bulk pass
+    elseif deleted then
+      for r = 1, 5 do redis.call('ZREM', KEYS[r], cid) end
+    else
+      rank(cid, up, down, created)
+    end
+  end
+end
+return out
