@@ -135,15 +135,12 @@ async def fresh_bench_database(settings: Settings) -> None:
     """Create and migrate the bench database, then empty it."""
     import psycopg
 
-    from event_store.migrate import ensure_database, migrate
+    from event_store.migrate import EMPTY_EVERYTHING, ensure_database, migrate
 
     await ensure_database(settings.pg_dsn)
     await migrate(settings.pg_dsn)
     async with await psycopg.AsyncConnection.connect(settings.pg_dsn, autocommit=True) as conn:
-        await conn.execute(
-            "TRUNCATE events, outbox, comments, votes, idempotency_keys, relay_partitions,"
-            " projection_partitions, parked_events; UPDATE event_head SET position = 0"
-        )
+        await conn.execute(EMPTY_EVERYTHING)
 
 
 def synthetic_history(

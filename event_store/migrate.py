@@ -9,6 +9,12 @@ from psycopg import sql
 
 MIGRATIONS = resources.files("event_store") / "migrations"
 
+# Empties the store and everything derived from it in PostgreSQL (tests and benchmarks only).
+EMPTY_EVERYTHING = (
+    "TRUNCATE events, outbox, comments, votes, idempotency_keys, relay_partitions,"
+    " projection_partitions, parked_events, replays; UPDATE event_head SET position = 0"
+)
+
 
 def migration_files() -> list[tuple[str, str]]:
     """(version, SQL) of every migration shipped with the code, in order."""

@@ -10,7 +10,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from event_store.migrate import ensure_database, migrate
+from event_store.migrate import EMPTY_EVERYTHING, ensure_database, migrate
 from tally.settings import Settings, load_settings
 
 
@@ -48,11 +48,7 @@ async def pool(settings: Settings) -> AsyncIterator[AsyncConnectionPool[Any]]:
 async def clean_store(pool: AsyncConnectionPool[Any]) -> AsyncConnectionPool[Any]:
     """An empty event store and write model."""
     async with pool.connection() as conn:
-        await conn.execute(
-            "TRUNCATE events, outbox, comments, votes, idempotency_keys, relay_partitions,"
-            " projection_partitions, parked_events;"
-            " UPDATE event_head SET position = 0"
-        )
+        await conn.execute(EMPTY_EVERYTHING)
     return pool
 
 
