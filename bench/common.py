@@ -188,14 +188,15 @@ async def with_history(events: int) -> Settings:
     return settings
 
 
-async def drop_keyspace(settings: Settings) -> None:
+async def drop_keyspace(settings: Settings, generation: str | None = None) -> None:
     """Remove the bench's Redis generation, so benchmarks leave the run stack as they found it."""
     from redis.asyncio import Redis
 
     redis = Redis.from_url(settings.redis_url)
     try:
         batch = []
-        async for key in redis.scan_iter(f"tally:g{settings.redis_generation}:*", count=5000):
+        name = generation or settings.redis_generation
+        async for key in redis.scan_iter(f"tally:g{name}:*", count=5000):
             batch.append(key)
             if len(batch) >= 5000:
                 await redis.unlink(*batch)

@@ -53,7 +53,7 @@ class RedisGenerationRebuild:
     """Builds a new Redis generation and moves the pointer to it."""
 
     name = "redis"
-    batch_size = 20_000
+    batch_size = 100_000
 
     def __init__(self, redis: Redis, base: str) -> None:
         self._generations = Generations(redis, base)
