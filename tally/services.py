@@ -42,12 +42,12 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def serve_metrics(port: int) -> None:
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """Expose /metrics on ``port`` (0 turns it off); a taken port is logged, not fatal."""
     if not port:
         return
     try:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
     except OSError as exc:
         log.warning("metrics_port_unavailable", port=port, error=str(exc))
 
@@ -73,7 +73,7 @@ async def open_pool(settings: Settings, name: str) -> AsyncIterator[AsyncConnect
 async def run_relay(settings: Settings) -> None:
     """``tally relay``."""
     stop = stop_on_signals()
-    serve_metrics(settings.relay_metrics_port)
+    serve_metrics(settings.relay_metrics_port, settings.metrics_host)
     async with open_pool(settings, "relay") as pool:
         await OutboxRelay(settings, pool).run(stop)
 
@@ -127,7 +127,7 @@ async def open_rebuilds(settings: Settings, names: list[str]) -> AsyncIterator[l
 async def run_projectors(settings: Settings, names: list[str]) -> None:
     """``tally project NAME...``: one runner per projection, in one process."""
     stop = stop_on_signals()
-    serve_metrics(settings.projector_metrics_port)
+    serve_metrics(settings.projector_metrics_port, settings.metrics_host)
     async with (
         open_pool(settings, "projectors") as pool,
         open_projections(settings, names) as projections,
