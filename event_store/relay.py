@@ -45,7 +45,7 @@ SELECT o.position, o.key, e.type, convert_to(
         'position', e.position, 'occurred_at', e.recorded_at,
         'correlation_id', e.metadata->>'correlation_id',
         'causation_id', e.metadata->>'causation_id', 'event', e.data)::text, 'UTF8'),
-    e.metadata->>'traceparent'
+    e.metadata->>'traceparent', e.metadata->>'correlation_id'
 FROM outbox o JOIN events e ON e.position = o.position
 ORDER BY o.position LIMIT %s
 """
@@ -176,7 +176,7 @@ class OutboxRelay:
                 )
             last = dict(self._last)
             sends = []
-            for position, key, type_name, envelope, traceparent in rows:
+            for position, key, type_name, envelope, traceparent, correlation_id in rows:
                 partition = partition_for(key, partitions)
                 headers = [
                     ("type", type_name.encode()),
@@ -185,6 +185,8 @@ class OutboxRelay:
                 ]
                 if traceparent:
                     headers.append(("traceparent", traceparent.encode()))
+                if correlation_id:
+                    headers.append(("correlation_id", correlation_id.encode()))
                 last[partition] = position
                 sends.append(
                     await producer.send(

@@ -182,7 +182,8 @@ class ProjectorRunner:
                 await self._flush(ready)  # what came before it is applied first
                 ready = []
                 key = (message.key or b"").decode(errors="replace")
-                await self._park([(position, key, str(exc))])
+                correlation = headers.get("correlation_id", b"").decode(errors="replace")
+                await self._park([(position, key, str(exc))], [correlation])
             last = max(last, position)
         await self._flush(ready)
         self._seen[partition] = last
@@ -247,7 +248,8 @@ class ProjectorRunner:
         held = [e for e in envelopes if str(e.event.comment_id) in self._parked]
         if held:
             await self._park(
-                [(e.position, str(e.event.comment_id), "held behind a parked event") for e in held]
+                [(e.position, str(e.event.comment_id), "held behind a parked event") for e in held],
+                [e.correlation_id for e in held],
             )
         ready = [e for e in envelopes if str(e.event.comment_id) not in self._parked]
         try:
@@ -268,7 +270,8 @@ class ProjectorRunner:
                     rest = events[index + 1 :]
                     await self._park(
                         [(envelope.position, comment_id, exc.reason)]
-                        + [(e.position, comment_id, "held behind a parked event") for e in rest]
+                        + [(e.position, comment_id, "held behind a parked event") for e in rest],
+                        [e.correlation_id for e in events[index:]],
                     )
                     break
 
@@ -290,12 +293,19 @@ class ProjectorRunner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _park(self, rows: list[tuple[int, str, str]]) -> None:
+    async def _park(
+        self, rows: list[tuple[int, str, str]], correlation_ids: Sequence[str | None] = ()
+    ) -> None:
         await parking.park(self._pool, self._name, rows)
         self._parked.update(comment for _, comment, _ in rows)
         PARKED.labels(self._name).inc(len(rows))
         log.error(
-            "events_parked", projection=self._name, positions=[r[0] for r in rows], error=rows[0][2]
+            "events_parked",
+            projection=self._name,
+            positions=[r[0] for r in rows],
+            error=rows[0][2],
+            # The requests that caused them: the id from X-Request-ID, carried in the event.
+            correlation_ids=sorted({c for c in correlation_ids if c}),
         )
         await self._copy_to_dlq(rows)
 

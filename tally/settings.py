@@ -65,7 +65,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     relay_metrics_port: int = 9101
     projector_batch_size: int = 2000
     projector_metrics_port: int = 9102
-    metrics_host: str = "127.0.0.1"  # where relay and projectors serve /metrics (0.0.0.0 in compose)
+    metrics_host: str = (
+        "127.0.0.1"  # where relay and projectors serve /metrics (0.0.0.0 in compose)
+    )
     redis_generation: str = "1"
 
     log_format: str = "auto"

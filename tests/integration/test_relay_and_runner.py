@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from event_store.partitioning import partition_for
 from event_store.relay import publish_all
@@ -135,7 +136,9 @@ async def test_a_poison_event_is_parked_with_its_comments_later_events_and_other
     async with apool.connection() as conn:
         # As if a newer writer had stored an event type this projector does not know.
         await conn.execute(
-            "UPDATE events SET type = 'VoteExploded', data = data || '{\"type\": \"VoteExploded\"}'"
+            "UPDATE events SET type = 'VoteExploded',"
+            ' data = data || \'{"type": "VoteExploded"}\','
+            ' metadata = metadata || \'{"correlation_id": "req-poison"}\''
             " WHERE position = %s",
             (poison.position,),
         )
@@ -151,13 +154,19 @@ async def test_a_poison_event_is_parked_with_its_comments_later_events_and_other
         rows = await parking.list_parked(apool, "redis", limit=1000)
         return {r[1] for r in rows} == {poison.position, *later}
 
-    async with running(ProjectorRunner(projection, config, apool)):
-        await eventually(parked)
-        others = [e for e in history if str(e.event.comment_id) != victim]
-        last_other = others[-1]
-        base = prefix(config.redis_generation, last_other.event.commentable_id)
-        key = f"{base}c:{last_other.event.comment_id}"
-        await eventually(lambda: _pos_at_least(redis, key, last_other.position))
+    with capture_logs() as logs:
+        async with running(ProjectorRunner(projection, config, apool)):
+            await eventually(parked)
+            # The request that caused the poison event is named in the projector's log.
+            assert any(
+                entry["event"] == "events_parked" and entry["correlation_ids"] == ["req-poison"]
+                for entry in logs
+            ), [e for e in logs if e["event"] == "events_parked"]
+            others = [e for e in history if str(e.event.comment_id) != victim]
+            last_other = others[-1]
+            base = prefix(config.redis_generation, last_other.event.commentable_id)
+            key = f"{base}c:{last_other.event.comment_id}"
+            await eventually(lambda: _pos_at_least(redis, key, last_other.position))
     # Fix the event (as a deploy of a newer projector would) and retry the parked ones.
     async with apool.connection() as conn:
         await conn.execute(
