@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -89,6 +91,20 @@ async def redis_matches_store(
     return all(
         row == [str(v.up).encode(), str(v.down).encode(), str(v.position).encode()]
         for row, v in zip(stored, views.values(), strict=True)
+    )
+
+
+async def run_cli(
+    settings: Settings, *argv: str, kill_after: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tally ARGV...`` to completion with ``settings``, off the event loop."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tally.cli", *argv],
+        env={**as_environment(settings), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=kill_after,
     )
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -20,22 +18,12 @@ from event_store.seed import SeedPlan, seed
 from projectors.fold import fold
 from projectors.generations import Generations
 from tally.auth import mint_token
-from tally.settings import Settings, as_environment
+from tally.settings import Settings
 from tests.e2e.conftest import start_process, start_service, stop_service
-from tests.pipeline import env_of, eventually, isolated
+from tests.pipeline import env_of, eventually, isolated, run_cli
 
 COMMAND_PORT = 28200
 QUERY_PORT = 28201
-
-
-def tally(config: Settings, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tally.cli", *argv],
-        env={**as_environment(config), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 async def test_rebuilding_every_projection_under_traffic_keeps_reads_whole(
@@ -144,7 +132,7 @@ async def test_rebuilding_every_projection_under_traffic_keeps_reads_whole(
             tasks = [asyncio.create_task(traffic()), asyncio.create_task(reader())]
             await asyncio.sleep(1)
             before = reads
-            rebuilt = await asyncio.to_thread(tally, config, "replay", "--projection", "all")
+            rebuilt = await run_cli(config, "replay", "--projection", "all", kill_after=600)
             await asyncio.sleep(1)
             during = reads - before
             stop.set()
@@ -164,7 +152,7 @@ async def test_rebuilding_every_projection_under_traffic_keeps_reads_whole(
             await es.close()
 
         async def verified() -> bool:
-            return (await asyncio.to_thread(tally, config, "verify", "--wait", "5")).returncode == 0
+            return (await run_cli(config, "verify", "--wait", "5")).returncode == 0
 
         await eventually(verified, 90)
     finally:

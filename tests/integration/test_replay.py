@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -29,8 +27,8 @@ from schemas import codec
 from schemas.codec import decode_envelope
 from schemas.events import CommentPosted
 from tally.processes import spawn
-from tally.settings import Settings, as_environment
-from tests.pipeline import env_of, isolated
+from tally.settings import Settings
+from tests.pipeline import env_of, isolated, run_cli
 
 
 async def test_the_fast_reader_returns_events_exactly_as_stored(
@@ -48,16 +46,6 @@ async def test_the_fast_reader_returns_events_exactly_as_stored(
     assert envelope.event == tricky
     assert envelope.stream_id == "comment-x\\y"
     assert envelope.correlation_id == "corr\\\t\n" and envelope.causation_id is None
-
-
-def tally(config: Settings, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tally.cli", *argv],
-        env={**as_environment(config), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 async def test_a_replay_killed_half_way_resumes_where_it_stopped(
@@ -88,13 +76,13 @@ async def test_a_replay_killed_half_way_resumes_where_it_stopped(
     target, recorded = str(row[0]), int(row[1])
     assert head // 4 <= recorded < head
 
-    second = await asyncio.to_thread(tally, config, "replay", "--projection", "redis")
+    second = await run_cli(config, "replay", "--projection", "redis")
     assert second.returncode == 0, second.stderr
     assert f"into {target}: resuming at position {recorded:,}" in second.stderr
     assert f"redis: {head - recorded:,} events into {target}" in second.stderr
     assert await Generations(redis, config.redis_generation).current() == target
 
-    verified = await asyncio.to_thread(tally, config, "verify", "--projection", "redis")
+    verified = await run_cli(config, "verify", "--projection", "redis")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     async with clean_store.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM replays")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -17,8 +14,8 @@ from projectors.es_comments import EsCommentsProjection
 from projectors.es_votes import EsVotesProjection
 from projectors.redis_scores import RedisScoresProjection, prefix
 from projectors.verify import verify
-from tally.settings import Settings, as_environment
-from tests.pipeline import record_history
+from tally.settings import Settings
+from tests.pipeline import record_history, run_cli
 
 
 async def test_verify_passes_then_names_a_corrupted_counter(
@@ -68,13 +65,8 @@ async def test_verify_passes_then_names_a_corrupted_counter(
         assert len(redis_report.mismatches) == 1
         assert str(victim.comment_id) in redis_report.mismatches[0]
 
-        cli = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "tally.cli", "verify", "--projection", "redis", "--wait", "1"],
-            env={**as_environment(config), "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=120,
+        cli = await run_cli(
+            config, "verify", "--projection", "redis", "--wait", "1", kill_after=120
         )
         assert cli.returncode == 1, cli.stdout + cli.stderr
         assert str(victim.comment_id) in cli.stdout
