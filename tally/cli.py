@@ -225,31 +225,25 @@ def _backend(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from elasticsearch import AsyncElasticsearch
-    from redis.asyncio import Redis
-
     from projectors.generations import Generations
     from projectors.verify import verify
     from tally import services
 
     names = list(services.PROJECTIONS) if args.projection == "all" else [args.projection]
-    redis = Redis.from_url(settings.redis_url)
-    es = AsyncElasticsearch(settings.es_url, request_timeout=60)
-    try:
-        async with services.open_pool(settings, "verify") as pool:
-            head, reports = await verify(
-                pool,
-                redis,
-                es,
-                generation=await Generations(redis, settings.redis_generation).current(),
-                comments_alias=settings.es_comments_alias,
-                votes_alias=settings.es_votes_alias,
-                projections=names,
-                wait_seconds=args.wait,
-            )
-    finally:
-        await redis.aclose()
-        await es.close()
+    async with (
+        services.open_stores(settings, es_timeout=60) as (redis, es),
+        services.open_pool(settings, "verify") as pool,
+    ):
+        head, reports = await verify(
+            pool,
+            redis,
+            es,
+            generation=await Generations(redis, settings.redis_generation).current(),
+            comments_alias=settings.es_comments_alias,
+            votes_alias=settings.es_votes_alias,
+            projections=names,
+            wait_seconds=args.wait,
+        )
     table = Table("projection", "checked", "skipped (newer)", "mismatches", title=f"head {head}")
     for report in reports:
         state = "[green]0" if report.ok else f"[red]{len(report.mismatches)}"

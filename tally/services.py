@@ -79,49 +79,53 @@ async def run_relay(settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_projections(settings: Settings, names: list[str]) -> AsyncIterator[list[Projection]]:
-    """Build the named projections with their clients; close the clients afterwards."""
+async def open_stores(
+    settings: Settings, es_timeout: float
+) -> AsyncIterator[tuple[Redis, AsyncElasticsearch]]:
+    """Clients of the read-model stores, closed afterwards."""
     redis = Redis.from_url(settings.redis_url)
-    es = AsyncElasticsearch(settings.es_url, request_timeout=30)
-    available: dict[str, Projection] = {
-        "redis": RedisScoresProjection(redis, settings.redis_generation),
-        "comments": EsCommentsProjection(es, settings.es_comments_alias),
-        "votes": EsVotesProjection(es, settings.es_votes_alias),
-    }
+    es = AsyncElasticsearch(settings.es_url, request_timeout=es_timeout)
     try:
-        yield [available[name] for name in names]
+        yield redis, es
     finally:
         await redis.aclose()
         await es.close()
 
 
 @contextlib.asynccontextmanager
+async def open_projections(settings: Settings, names: list[str]) -> AsyncIterator[list[Projection]]:
+    """Build the named projections with their clients; close the clients afterwards."""
+    async with open_stores(settings, es_timeout=30) as (redis, es):
+        available: dict[str, Projection] = {
+            "redis": RedisScoresProjection(redis, settings.redis_generation),
+            "comments": EsCommentsProjection(es, settings.es_comments_alias),
+            "votes": EsVotesProjection(es, settings.es_votes_alias),
+        }
+        yield [available[name] for name in names]
+
+
+@contextlib.asynccontextmanager
 async def open_rebuilds(settings: Settings, names: list[str]) -> AsyncIterator[list[Rebuild]]:
     """Rebuild targets for the named projections, with their clients."""
-    redis = Redis.from_url(settings.redis_url)
-    es = AsyncElasticsearch(settings.es_url, request_timeout=60)
-    available: dict[str, Rebuild] = {
-        "redis": RedisGenerationRebuild(redis, settings.redis_generation),
-        "comments": IndexRebuild(
-            "comments",
-            es,
-            settings.es_comments_alias,
-            COMMENTS_MAPPING,
-            lambda index: EsCommentsProjection(es, index),
-        ),
-        "votes": IndexRebuild(
-            "votes",
-            es,
-            settings.es_votes_alias,
-            VOTES_MAPPING,
-            lambda index: EsVotesProjection(es, index),
-        ),
-    }
-    try:
+    async with open_stores(settings, es_timeout=60) as (redis, es):
+        available: dict[str, Rebuild] = {
+            "redis": RedisGenerationRebuild(redis, settings.redis_generation),
+            "comments": IndexRebuild(
+                "comments",
+                es,
+                settings.es_comments_alias,
+                COMMENTS_MAPPING,
+                lambda index: EsCommentsProjection(es, index),
+            ),
+            "votes": IndexRebuild(
+                "votes",
+                es,
+                settings.es_votes_alias,
+                VOTES_MAPPING,
+                lambda index: EsVotesProjection(es, index),
+            ),
+        }
         yield [available[name] for name in names]
-    finally:
-        await redis.aclose()
-        await es.close()
 
 
 async def run_projectors(settings: Settings, names: list[str]) -> None:
