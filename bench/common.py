@@ -192,16 +192,10 @@ async def drop_keyspace(settings: Settings, generation: str | None = None) -> No
     """Remove the bench's Redis generation, so benchmarks leave the run stack as they found it."""
     from redis.asyncio import Redis
 
+    from projectors.generations import delete_generation
+
     redis = Redis.from_url(settings.redis_url)
     try:
-        batch = []
-        name = generation or settings.redis_generation
-        async for key in redis.scan_iter(f"tally:g{name}:*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                await redis.unlink(*batch)
-                batch = []
-        if batch:
-            await redis.unlink(*batch)
+        await delete_generation(redis, generation or settings.redis_generation)
     finally:
         await redis.aclose()

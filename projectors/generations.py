@@ -13,7 +13,7 @@ match ``tally:g<base>.<n>:``, so dropping one generation never touches another.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import cast
 
 from redis.asyncio import Redis
@@ -83,13 +83,24 @@ class Generations:
         """Delete every key of ``generation``; returns how many. Never the current one."""
         if generation == await self.current():
             raise ValueError(f"generation {generation} is live; refusing to drop it")
-        dropped = 0
-        batch: list[bytes] = []
-        async for key in self.redis.scan_iter(f"tally:g{generation}:*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                dropped += await self.redis.unlink(*batch)
-                batch = []
-        if batch:
-            dropped += await self.redis.unlink(*batch)
-        return dropped
+        return await delete_generation(self.redis, generation)
+
+
+async def scan_batches(redis: Redis, pattern: str, size: int = 5000) -> AsyncIterator[list[bytes]]:
+    """The keys matching ``pattern``, in lists of up to ``size`` (SCAN: never blocks Redis)."""
+    batch: list[bytes] = []
+    async for key in redis.scan_iter(pattern, count=size):
+        batch.append(key)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def delete_generation(redis: Redis, generation: str) -> int:
+    """Delete every key of ``generation``, live or not; returns how many."""
+    dropped = 0
+    async for keys in scan_batches(redis, f"tally:g{generation}:*"):
+        dropped += await redis.unlink(*keys)
+    return dropped

@@ -17,7 +17,7 @@ A rebuild (``RedisRebuild``) folds each batch per comment first and merges the r
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -27,7 +27,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from projectors.base import CannotApply
 from projectors.compaction import CommentChange, compact
-from projectors.generations import Generations
+from projectors.generations import Generations, scan_batches
 from projectors.ranking import SORTS
 from schemas.envelope import Envelope
 from schemas.events import CommentDeleted, CommentEdited, CommentPosted
@@ -84,17 +84,6 @@ async def _run_script(
                 pipe.evalsha(sha, len(keys), *keys, *args)
             results += await pipe.execute()
     return results
-
-
-async def _batched(items: AsyncIterator[bytes], size: int) -> AsyncIterator[list[bytes]]:
-    batch: list[bytes] = []
-    async for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 async def _record(redis: Redis, generation: str, envelopes: Sequence[Envelope]) -> None:
@@ -204,9 +193,7 @@ class RedisRebuild:
     async def rank_all(self) -> int:
         """Rank every comment of the generation from its counts; from now on, rank as we go."""
         ranked = 0
-        async for keys in _batched(
-            self._redis.scan_iter(f"tally:g{self.generation}:where:*", count=5000), 5000
-        ):
+        async for keys in scan_batches(self._redis, f"tally:g{self.generation}:where:*"):
             commentables = await self._redis.mget(keys)
             by_commentable: dict[str, list[str]] = defaultdict(list)
             for key, commentable in zip(keys, commentables, strict=True):
