@@ -22,7 +22,7 @@ from command_api.deciders.comment import (
 )
 from command_api.deciders.errors import DomainError
 from command_api.deciders.vote import CastVote, RetractVote, VoteCommand, VoteState
-from event_store.port import PendingEvent, stream_of_comment, stream_of_vote
+from event_store.port import NO_ORIGIN, Origin, PendingEvent, stream_of_comment, stream_of_vote
 from schemas.api import CommentChanged, CommentCreated, Reply, VoteRecorded
 from schemas.events import CommentEvent, VoteEvent
 
@@ -56,12 +56,13 @@ def plan_batch(
     comments: dict[UUID, CommentState],
     votes: dict[VoteKey, tuple[int, int]],
     now: datetime,
-    correlation_ids: list[str | None] | None = None,
+    origins: list[Origin] | None = None,
 ) -> BatchPlan:
     """Decide every command in order on the loaded state.
 
     ``comments`` holds every loaded comment; ``votes`` maps (comment, user) to the stored
-    (value, version); a stream missing from it has never been written.
+    (value, version); a stream missing from it has never been written. ``origins`` (one per
+    command) goes into the metadata of each command's events.
     """
     comment_state = dict(comments)
     vote_state: dict[VoteKey, VoteState] = {}
@@ -69,11 +70,11 @@ def plan_batch(
     new_comments: dict[UUID, PostComment] = {}
     outcomes: list[CommandPlan | DomainError] = []
     for index, command in enumerate(commands):
-        correlation_id = correlation_ids[index] if correlation_ids else None
+        origin = origins[index] if origins else NO_ORIGIN
         try:
             match command:
                 case PostComment() | EditComment() | DeleteComment():
-                    plan, state = _plan_comment(command, comment_state, now, correlation_id)
+                    plan, state = _plan_comment(command, comment_state, now, origin)
                     if plan.events:
                         comment_state[command.comment_id] = state
                         changed_comments[command.comment_id] = state
@@ -84,7 +85,7 @@ def plan_batch(
                     current = vote_state.get(key) or _loaded_vote(
                         votes.get(key), comment_state.get(command.comment_id)
                     )
-                    plan, new_vote = _plan_vote(command, current, correlation_id)
+                    plan, new_vote = _plan_vote(command, current, origin)
                     vote_state[key] = new_vote
         except DomainError as error:
             outcomes.append(error)
@@ -110,7 +111,7 @@ def _plan_comment(
     command: CommentCommand,
     states: dict[UUID, CommentState],
     now: datetime,
-    correlation_id: str | None,
+    origin: Origin,
 ) -> tuple[CommandPlan, CommentState]:
     state = states.get(command.comment_id, comment.initial_state)
     if isinstance(command, PostComment):
@@ -121,7 +122,7 @@ def _plan_comment(
     for event in events:
         new_state = comment.evolve(new_state, event)
     stream = stream_of_comment(command.comment_id)
-    pending = _pending(stream, state.version, events, correlation_id)
+    pending = _pending(stream, state.version, events, origin)
     reply: Reply
     if isinstance(command, PostComment):
         reply = CommentCreated(id=command.comment_id, created_at=now, position=0)
@@ -131,7 +132,7 @@ def _plan_comment(
 
 
 def _plan_vote(
-    command: VoteCommand, state: VoteState, correlation_id: str | None
+    command: VoteCommand, state: VoteState, origin: Origin
 ) -> tuple[CommandPlan, VoteState]:
     events: list[VoteEvent] = vote.decide(command, state)
     new_state = state
@@ -142,7 +143,7 @@ def _plan_vote(
         comment_id=command.comment_id, value=new_state.value, previous=state.value, position=0
     )
     plan = CommandPlan(
-        stream=stream, events=_pending(stream, state.version, events, correlation_id), reply=reply
+        stream=stream, events=_pending(stream, state.version, events, origin), reply=reply
     )
     return plan, new_state
 
@@ -151,11 +152,15 @@ def _pending(
     stream: str,
     version: int,
     events: list[CommentEvent] | list[VoteEvent],
-    correlation_id: str | None,
+    origin: Origin,
 ) -> list[PendingEvent]:
     return [
         PendingEvent(
-            stream_id=stream, stream_version=version + n, event=e, correlation_id=correlation_id
+            stream_id=stream,
+            stream_version=version + n,
+            event=e,
+            correlation_id=origin.correlation_id,
+            traceparent=origin.traceparent,
         )
         for n, e in enumerate(events, start=1)
     ]

@@ -19,6 +19,7 @@ from command_api.idempotency import request_fingerprint
 from command_api.planning import Command
 from command_api.problems import InvalidHeader
 from command_api.unit_of_work import WorkItem
+from event_store.port import Origin
 from schemas.api import (
     CommentChanged,
     CommentCreated,
@@ -27,6 +28,7 @@ from schemas.api import (
     VoteBody,
     VoteRecorded,
 )
+from tally import tracing
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -46,16 +48,26 @@ async def _execute(
     fingerprint = b""
     if key is not None:
         fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
-    item = WorkItem(
-        command=command,
-        user_id=user_id,
-        idempotency_key=key,
-        request_hash=fingerprint,
-        correlation_id=structlog.contextvars.get_contextvars().get("correlation_id"),
-    )
-    outcome = await request.app.state.submit(item)
-    if isinstance(outcome, Exception):
-        raise outcome
+    with tracing.tracer().start_as_current_span(
+        f"append {type(command).__name__}",
+        attributes={"tally.user_id": user_id},
+        set_status_on_exception=False,  # a domain error is an answer, not a failure
+    ) as span:
+        origin = Origin(
+            correlation_id=structlog.contextvars.get_contextvars().get("correlation_id"),
+            traceparent=tracing.current_traceparent(),
+        )
+        item = WorkItem(
+            command=command,
+            user_id=user_id,
+            idempotency_key=key,
+            request_hash=fingerprint,
+            origin=origin,
+        )
+        outcome = await request.app.state.submit(item)
+        if isinstance(outcome, Exception):
+            span.set_attribute("tally.outcome", type(outcome).__name__)
+            raise outcome
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return Response(
         outcome.body, status_code=outcome.status, media_type="application/json", headers=headers

@@ -34,7 +34,7 @@ from command_api.idempotency import (
     StoredReply,
 )
 from command_api.planning import BatchPlan, Command, CommandPlan, VoteKey, plan_batch
-from event_store.port import stream_of_comment, stream_of_vote
+from event_store.port import NO_ORIGIN, Origin, stream_of_comment, stream_of_vote
 from event_store.postgres import SideWrite, append_and_commit, json_rows
 from schemas.api import CommentCreated
 from schemas.codec import encode
@@ -47,7 +47,7 @@ class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str
     idempotency_key: str | None = None
     request_hash: bytes = b""
-    correlation_id: str | None = None
+    origin: Origin = NO_ORIGIN
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -90,7 +90,7 @@ async def run_batch(
             loaded.comments,
             loaded.votes,
             now,
-            [items[i].correlation_id for i in active],
+            [items[i].origin for i in active],
         )
         writer = _Writer(plan, loaded.positions)
         replies: list[tuple[int, int, CommandPlan, int, int]] = []

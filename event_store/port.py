@@ -21,6 +21,17 @@ class PendingEvent(msgspec.Struct, frozen=True, kw_only=True):
     event_id: UUID = msgspec.field(default_factory=uuid4)
     correlation_id: str | None = None
     causation_id: str | None = None
+    traceparent: str | None = None
+
+
+class Origin(msgspec.Struct, frozen=True, kw_only=True):
+    """The request a command came from, stored in the metadata of the events it appends."""
+
+    correlation_id: str | None = None
+    traceparent: str | None = None
+
+
+NO_ORIGIN = Origin()
 
 
 class EventStore(Protocol):

@@ -176,7 +176,11 @@ def _translated_errors() -> Iterator[None]:
 
 
 def _metadata(pending: PendingEvent) -> dict[str, str]:
-    meta = {"correlation_id": pending.correlation_id, "causation_id": pending.causation_id}
+    meta = {
+        "correlation_id": pending.correlation_id,
+        "causation_id": pending.causation_id,
+        "traceparent": pending.traceparent,
+    }
     return {k: v for k, v in meta.items() if v is not None}
 
 

@@ -22,10 +22,12 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from opentelemetry.trace import Span, SpanKind
 from prometheus_client import Counter, Gauge
 from psycopg_pool import AsyncConnectionPool
 
 from event_store.partitioning import partition_for
+from tally import tracing
 from tally.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -176,28 +178,46 @@ class OutboxRelay:
                 )
             last = dict(self._last)
             sends = []
-            for position, key, type_name, envelope, traceparent, correlation_id in rows:
-                partition = partition_for(key, partitions)
-                headers = [
-                    ("type", type_name.encode()),
-                    ("position", str(position).encode()),
-                    ("prev", str(last.get(partition, 0)).encode()),
-                ]
-                if traceparent:
-                    headers.append(("traceparent", traceparent.encode()))
-                if correlation_id:
-                    headers.append(("correlation_id", correlation_id.encode()))
-                last[partition] = position
-                sends.append(
-                    await producer.send(
-                        settings.kafka_topic,
-                        bytes(envelope),
-                        key=key.encode(),
-                        partition=partition,
-                        headers=headers,
+            spans: list[Span | None] = []
+            try:
+                for position, key, type_name, envelope, traceparent, correlation_id in rows:
+                    partition = partition_for(key, partitions)
+                    headers = [
+                        ("type", type_name.encode()),
+                        ("position", str(position).encode()),
+                        ("prev", str(last.get(partition, 0)).encode()),
+                    ]
+                    span = tracing.start_linked_span(
+                        traceparent,
+                        f"publish {settings.kafka_topic}",
+                        SpanKind.PRODUCER,
+                        {
+                            "messaging.system": "kafka",
+                            "messaging.destination.name": settings.kafka_topic,
+                            "messaging.destination.partition.id": str(partition),
+                            "tally.position": position,
+                        },
                     )
-                )
-            await asyncio.gather(*sends)
+                    spans.append(span)
+                    if span is not None and (sent_as := tracing.traceparent_of(span)):
+                        headers.append(("traceparent", sent_as.encode()))
+                    if correlation_id:
+                        headers.append(("correlation_id", correlation_id.encode()))
+                    last[partition] = position
+                    sends.append(
+                        await producer.send(
+                            settings.kafka_topic,
+                            bytes(envelope),
+                            key=key.encode(),
+                            partition=partition,
+                            headers=headers,
+                        )
+                    )
+                await asyncio.gather(*sends)
+            except BaseException as exc:
+                tracing.end_spans(spans, exc)
+                raise
+            tracing.end_spans(spans)
             changed = {p: pos for p, pos in last.items() if self._last.get(p) != pos}
             async with conn.transaction():
                 await conn.execute(

@@ -26,6 +26,7 @@ import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import Span, SpanKind
 from prometheus_client import Counter, Gauge
 from psycopg_pool import AsyncConnectionPool
 
@@ -37,6 +38,7 @@ from projectors.base import CannotApply, Projection
 from projectors.fence import SwitchFence
 from schemas.codec import UnknownEventError, decode_envelope
 from schemas.envelope import Envelope
+from tally import tracing
 from tally.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -166,27 +168,48 @@ class ProjectorRunner:
     ) -> None:
         last = self._seen.get(partition, 0)
         ready: list[Envelope] = []
-        for message in messages:
-            headers = dict(message.headers or ())
-            position = int(headers.get("position", b"0"))
-            prev = int(headers.get("prev", b"0"))
-            if position and position <= last:
-                continue  # redelivered: applied already
-            if prev > last:
-                await self._flush(ready)
-                ready = []
-                await self._heal(partition, n, last, prev)
-            try:
-                ready.append(decode_envelope(message.value))
-            except UnknownEventError as exc:
-                await self._flush(ready)  # what came before it is applied first
-                ready = []
-                key = (message.key or b"").decode(errors="replace")
-                correlation = headers.get("correlation_id", b"").decode(errors="replace")
-                await self._park([(position, key, str(exc))], [correlation])
-            last = max(last, position)
-        await self._flush(ready)
+        spans: list[Span | None] = []  # traced messages, ended once their batch is applied
+        try:
+            for message in messages:
+                headers = dict(message.headers or ())
+                position = int(headers.get("position", b"0"))
+                prev = int(headers.get("prev", b"0"))
+                if position and position <= last:
+                    continue  # redelivered: applied already
+                spans.append(self._span(headers.get("traceparent"), partition, position))
+                if prev > last:
+                    await self._flush(ready)
+                    ready = []
+                    await self._heal(partition, n, last, prev)
+                try:
+                    ready.append(decode_envelope(message.value))
+                except UnknownEventError as exc:
+                    await self._flush(ready)  # what came before it is applied first
+                    ready = []
+                    key = (message.key or b"").decode(errors="replace")
+                    correlation = headers.get("correlation_id", b"").decode(errors="replace")
+                    await self._park([(position, key, str(exc))], [correlation])
+                last = max(last, position)
+            await self._flush(ready)
+        except BaseException as exc:
+            tracing.end_spans(spans, exc)
+            raise
+        tracing.end_spans(spans)
         self._seen[partition] = last
+
+    def _span(self, traceparent: bytes | None, partition: int, position: int) -> Span | None:
+        return tracing.start_linked_span(
+            traceparent,
+            f"apply {self._name}",
+            SpanKind.CONSUMER,
+            {
+                "messaging.system": "kafka",
+                "messaging.destination.name": self._settings.kafka_topic,
+                "messaging.destination.partition.id": str(partition),
+                "tally.projection": self._name,
+                "tally.position": position,
+            },
+        )
 
     def _follow_partition_count(self, partitions: int) -> None:
         """A topic recreated with another partition count maps comments anew.

@@ -206,8 +206,10 @@ def _backend(args: argparse.Namespace, settings: Settings) -> int:
 
     from tally import services
     from tally.logging import configure_logging
+    from tally.tracing import configure_tracing
 
     configure_logging(args.command, settings.log_format, settings.log_level)
+    configure_tracing(settings, "projector" if args.command == "project" else args.command)
     if args.command == "relay":
         uvloop.run(services.run_relay(settings))
     elif args.command == "project":

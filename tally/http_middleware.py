@@ -1,9 +1,10 @@
-"""One ASGI middleware for every HTTP app: correlation ids and request metrics.
+"""One ASGI middleware for every HTTP app: correlation ids, request metrics and trace spans.
 
 The correlation id comes from ``X-Request-ID`` (or is made up), is bound to structlog's context
 for the request, stored in event metadata by the write path, and echoed in the response.
 Metrics: one histogram per (service, method, route template, status); its count is the request
-rate and, by status, the error rate.
+rate and, by status, the error rate. Tracing: one server span per request (not for health and
+metrics), continuing the caller's ``traceparent``; see ``tally.tracing``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from collections.abc import Callable
 import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import Histogram
+
+from tally import tracing
 
 HEADER = b"x-request-id"
 _VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -28,6 +32,8 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 _SKIP_METRICS = {"/metrics", "/health"}
+_UNTRACED = {"/metrics", "/health", "/ready"}
+_TRACE_HEADERS = {b"traceparent", b"tracestate"}
 
 
 def http_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
@@ -37,7 +43,25 @@ def http_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != ScopeType.HTTP:
                 await app(scope, receive, send)
-                return
+            elif scope["path"] in _UNTRACED:
+                await handle(scope, receive, send, scope["method"], None)
+            else:
+                carrier = {
+                    k.decode(): v.decode("latin-1")
+                    for k, v in scope["headers"]
+                    if k in _TRACE_HEADERS
+                }
+                with tracing.tracer().start_as_current_span(
+                    scope["method"],
+                    context=tracing.remote_context(carrier),
+                    kind=SpanKind.SERVER,
+                    attributes={"http.request.method": scope["method"]},
+                ) as span:
+                    await handle(scope, receive, send, scope["method"], span)
+
+        async def handle(
+            scope: Scope, receive: Receive, send: Send, method: str, span: Span | None
+        ) -> None:
             started = time.perf_counter()
             incoming = next((v for k, v in scope["headers"] if k == HEADER), b"")
             correlation_id = incoming.decode() if _VALID.match(incoming) else uuid.uuid4().hex
@@ -60,8 +84,19 @@ def http_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
                 structlog.contextvars.unbind_contextvars("correlation_id")
                 handler = scope.get("route_handler")
                 route = next(iter(handler.paths)) if handler is not None else "unmatched"
+                if span is not None:
+                    span.update_name(f"{method} {route}")
+                    span.set_attributes(
+                        {
+                            "http.route": route,
+                            "http.response.status_code": status,
+                            "tally.correlation_id": correlation_id,
+                        }
+                    )
+                    if status >= 500:
+                        span.set_status(Status(StatusCode.ERROR))
                 if route not in _SKIP_METRICS:
-                    REQUEST_SECONDS.labels(service, scope["method"], route, str(status)).observe(
+                    REQUEST_SECONDS.labels(service, method, route, str(status)).observe(
                         time.perf_counter() - started
                     )
 

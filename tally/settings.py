@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -69,6 +69,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "127.0.0.1"  # where relay and projectors serve /metrics (0.0.0.0 in compose)
     )
     redis_generation: str = "1"
+
+    # Tracing (tally.tracing): off, OTLP over HTTP to otel_endpoint, or printed spans.
+    otel_exporter: Literal["none", "otlp", "console"] = "none"
+    otel_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    otel_sample_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 1.0
 
     log_format: str = "auto"
     log_level: str = "info"

@@ -53,6 +53,17 @@ async def clean_store(pool: AsyncConnectionPool[Any]) -> AsyncConnectionPool[Any
 
 
 @pytest.fixture
+async def apool(settings: Settings, clean_store: Any) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """An autocommit pool on an empty store, as the relay and the projectors use."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        settings.pg_dsn, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
+    )
+    await pool.open()
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
     """The test Redis, emptied."""
     client = Redis.from_url(settings.redis_url)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -19,6 +20,7 @@ from event_store.port import PendingEvent
 from event_store.postgres import PostgresEventStore, append_pending
 from projectors.fold import fold
 from projectors.redis_scores import prefix
+from projectors.runner import ProjectorRunner
 from schemas.envelope import Envelope
 from tally.settings import Settings, as_environment
 from tests.histories import build_history
@@ -64,6 +66,18 @@ async def record_history(pool: AsyncConnectionPool[Any], actions: int, seed: int
                 await append_pending(cur, pending[start : start + 1000])
     store = PostgresEventStore(pool)
     return [e async for batch in store.read_all() for e in batch]
+
+
+@contextlib.asynccontextmanager
+async def running(runner: ProjectorRunner) -> AsyncIterator[None]:
+    """Run a projector in this event loop for the duration of the block."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:

@@ -9,7 +9,6 @@ import uuid
 from typing import Any
 
 import httpx
-import pytest
 from elasticsearch import AsyncElasticsearch
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -53,16 +52,6 @@ async def wait_for(check: Any, seconds: float) -> float:
             return time.monotonic() - started
         await asyncio.sleep(0.1)
     raise AssertionError(f"not within {seconds} s")
-
-
-@pytest.fixture
-async def apool(settings: Settings, clean_store: Any) -> Any:
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        settings.pg_dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
-    )
-    await pool.open()
-    yield pool
-    await pool.close()
 
 
 async def test_a_standby_relay_takes_over_within_5_seconds_of_the_leaders_death(

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg_pool import AsyncConnectionPool
@@ -26,29 +23,8 @@ from tests.pipeline import (
     isolated,
     record_history,
     redis_matches_store,
+    running,
 )
-
-
-@pytest.fixture
-async def apool(settings: Settings, clean_store: Any) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    """An autocommit pool, as the relay and the projectors use."""
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        settings.pg_dsn, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
-    )
-    await pool.open()
-    yield pool
-    await pool.close()
-
-
-@contextlib.asynccontextmanager
-async def running(runner: ProjectorRunner) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def test_the_relay_publishes_in_order_keyed_by_comment_and_empties_the_outbox(

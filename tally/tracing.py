@@ -1,0 +1,116 @@
+"""OpenTelemetry tracing of one command across processes; off unless a setting turns it on.
+
+The spans of one vote form one trace:
+
+1. ``PUT /api/...``: the HTTP request (``tally.http_middleware``), continuing the caller's
+   ``traceparent`` header if it sent one;
+2. ``append CastVote``: the wait for the group commit. Its context is stored as ``traceparent``
+   in the metadata of the events it appended;
+3. ``publish tally.events``: the relay's send, a child of the stored context, passed on in the
+   ``traceparent`` Kafka header;
+4. ``apply redis``: each projector's apply, a child of that header.
+
+With ``TALLY_OTEL_EXPORTER=none`` (the default) no tracer provider is installed, so the
+OpenTelemetry API is a no-op: spans record nothing and no ``traceparent`` is stored.
+``otlp`` exports over OTLP/HTTP to ``TALLY_OTEL_ENDPOINT``; ``console`` prints spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from tally.settings import Settings
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_installed = False
+
+
+def tracer() -> Tracer:
+    """Tally's tracer: follows whichever provider is installed (none: a no-op)."""
+    return trace.get_tracer("tally")
+
+
+def build_provider(settings: Settings, service: str) -> TracerProvider | None:
+    """The tracer provider ``settings`` ask for, or ``None`` when tracing is off."""
+    exporter: SpanExporter
+    if settings.otel_exporter == "none":
+        return None
+    if settings.otel_exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=settings.otel_endpoint)
+    else:
+        exporter = ConsoleSpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"tally-{service}"}),
+        # A trace is kept or dropped as a whole: later processes follow the first one's choice.
+        sampler=ParentBased(TraceIdRatioBased(settings.otel_sample_ratio)),
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def configure_tracing(settings: Settings, service: str) -> None:
+    """Install the provider ``settings`` ask for, once per process (a no-op when off)."""
+    global _installed
+    if _installed:
+        return
+    provider = build_provider(settings, service)
+    if provider is not None:
+        trace.set_tracer_provider(provider)
+        _installed = True
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, or ``None`` when nothing is traced."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def remote_context(headers: Mapping[str, str]) -> Context:
+    """The context a caller passed in ``traceparent`` (and ``tracestate``) headers."""
+    return _PROPAGATOR.extract(headers)
+
+
+def start_linked_span(
+    traceparent: str | bytes | None, name: str, kind: SpanKind, attributes: dict[str, Any]
+) -> Span | None:
+    """Start (not enter) a child of a stored or received ``traceparent``; ``None`` without one.
+
+    Events that were not traced carry no ``traceparent`` and cost nothing here.
+    """
+    if not traceparent:
+        return None
+    if isinstance(traceparent, bytes):
+        traceparent = traceparent.decode(errors="replace")
+    parent = _PROPAGATOR.extract({"traceparent": traceparent})
+    return tracer().start_span(name, context=parent, kind=kind, attributes=attributes)
+
+
+def traceparent_of(span: Span) -> str | None:
+    """The ``traceparent`` that makes the receiver's spans children of ``span``."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent")
+
+
+def end_spans(spans: Iterable[Span | None], error: BaseException | None = None) -> None:
+    """End every span, marking them failed when ``error`` is given."""
+    for span in spans:
+        if span is None:
+            continue
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+        span.end()

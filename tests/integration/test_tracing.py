@@ -1,0 +1,147 @@
+"""One vote, one trace: the HTTP command, the append, the relay's publish, the projector's apply.
+
+The real command API (in process), PostgreSQL, the broker and Redis; spans go to an in-memory
+exporter through a tracer provider of this test's own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from command_api.app import create_app
+from event_store.relay import publish_all
+from projectors.redis_scores import RedisScoresProjection
+from projectors.runner import ProjectorRunner
+from tally import tracing
+from tally.auth import mint_token
+from tally.settings import Settings
+from tests.pipeline import eventually, isolated, redis_matches_store, running
+
+CALLER_TRACE = uuid.uuid4().int
+CALLER_SPAN = 0x00F067AA0BA902B7
+
+
+@pytest.fixture
+def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """Spans of this test, as if ``TALLY_OTEL_EXPORTER`` were on in every process."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "tracer", lambda: provider.get_tracer("test"))
+    yield exporter
+    provider.shutdown()
+
+
+async def vote_over_http(settings: Settings, headers: dict[str, str]) -> tuple[str, int]:
+    """Post a comment and vote on it; return the comment id and the vote's position."""
+    auth = {"Authorization": f"Bearer {mint_token('alice', settings.jwt_secret, 300)}"}
+    async with AsyncTestClient(create_app(settings)) as client:
+        posted = await client.post(
+            "/api/comments", json={"commentable_id": "post-1", "content": "hi"}, headers=auth
+        )
+        assert posted.status_code == 201, posted.text
+        comment_id = posted.json()["id"]
+        voted = await client.put(
+            f"/api/comments/{comment_id}/vote", json={"value": 1}, headers=auth | headers
+        )
+        assert voted.status_code == 200, voted.text
+    return comment_id, int(voted.json()["position"])
+
+
+async def stored_traceparent(pool: AsyncConnectionPool[Any], position: int) -> str | None:
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT metadata->>'traceparent' FROM events WHERE position = %s", (position,)
+            )
+        ).fetchone()
+    assert row is not None
+    return row[0] if row[0] is None else str(row[0])
+
+
+def one(spans: list[ReadableSpan], name: str, **attributes: Any) -> ReadableSpan:
+    found = [
+        s
+        for s in spans
+        if s.name == name and all((s.attributes or {}).get(k) == v for k, v in attributes.items())
+    ]
+    assert len(found) == 1, [(s.name, s.attributes) for s in spans]
+    return found[0]
+
+
+def parent_of(span: ReadableSpan) -> int:
+    assert span.parent is not None, span.name
+    return span.parent.span_id
+
+
+async def test_one_vote_is_one_trace_from_the_http_command_to_the_projection(
+    settings: Settings,
+    apool: AsyncConnectionPool[Any],
+    redis: Redis,
+    exported: InMemorySpanExporter,
+) -> None:
+    config = isolated(settings)
+    caller = {"traceparent": f"00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-01"}
+    _, position = await vote_over_http(config, caller)
+
+    assert await publish_all(config, apool) == 2
+    async with running(
+        ProjectorRunner(RedisScoresProjection(redis, config.redis_generation), config, apool)
+    ):
+        await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
+        await eventually(
+            lambda: _has(exported, "apply redis", position), seconds=10
+        )  # its span ends once the batch is applied
+
+    spans = list(exported.get_finished_spans())
+    http = one(spans, "PUT /api/comments/{comment_id:uuid}/vote")
+    append = one(spans, "append CastVote")
+    publish = one(spans, f"publish {config.kafka_topic}", **{"tally.position": position})
+    apply = one(spans, "apply redis", **{"tally.position": position})
+
+    # One trace, the caller's, with each step a child of the one before.
+    assert {s.context.trace_id for s in (http, append, publish, apply)} == {CALLER_TRACE}
+    assert parent_of(http) == CALLER_SPAN
+    assert parent_of(append) == http.context.span_id
+    assert parent_of(publish) == append.context.span_id
+    assert parent_of(apply) == publish.context.span_id
+    assert [s.kind for s in (http, append, publish, apply)] == [
+        SpanKind.SERVER,
+        SpanKind.INTERNAL,
+        SpanKind.PRODUCER,
+        SpanKind.CONSUMER,
+    ]
+    assert http.attributes is not None and http.attributes["http.response.status_code"] == 200
+    # The append's context is what the event store kept for the relay.
+    assert await stored_traceparent(apool, position) == (
+        f"00-{CALLER_TRACE:032x}-{append.context.span_id:016x}-01"
+    )
+    # The comment was posted in a trace of its own, started by the command API.
+    post = one(spans, "POST /api/comments")
+    assert post.parent is None and post.context.trace_id != CALLER_TRACE
+
+
+async def _has(exported: InMemorySpanExporter, name: str, position: int) -> bool:
+    return any(
+        s.name == name and (s.attributes or {}).get("tally.position") == position
+        for s in exported.get_finished_spans()
+    )
+
+
+async def test_with_tracing_off_no_trace_context_is_stored(
+    settings: Settings, apool: AsyncConnectionPool[Any]
+) -> None:
+    # No provider installed: the OpenTelemetry API is a no-op, as with TALLY_OTEL_EXPORTER=none.
+    _, position = await vote_over_http(isolated(settings), {})
+    assert await stored_traceparent(apool, position) is None
