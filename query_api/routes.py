@@ -80,6 +80,26 @@ async def _counts(state: State, comment_id: str, wanted: int | None) -> tuple[Sc
         return None, True
 
 
+async def _document(state: State, comment_id: str, wanted: int | None) -> dict[str, Any] | None:
+    """The comment's stored body, or ``None``; with ``wanted``, once the comments projection
+    has applied the comment's events up to it (a projector of its own, maybe behind Redis)."""
+    found: dict[str, Any] | None = None
+
+    async def position() -> int:
+        nonlocal found
+        found = (await state.es_reads.comments([comment_id], fresh=bool(wanted))).get(comment_id)
+        return int(found.get("position", 0)) if found else 0
+
+    try:
+        if wanted:
+            await wait_for_position(wanted, position, state.settings.read_wait_ms / 1000)
+        else:
+            await position()
+    except INDEX_DOWN:
+        return None
+    return found
+
+
 def _json(body: Any, headers: dict[str, str]) -> Response[bytes]:
     return Response(msgspec.json.encode(body), media_type="application/json", headers=headers)
 
@@ -95,10 +115,7 @@ async def get_comment(
     cid = str(comment_id)
     wanted = wanted_position(request, min_position)
     counts, stale = await _counts(state, cid, wanted)
-    try:
-        doc = (await state.es_reads.comments([cid], fresh=bool(wanted))).get(cid)
-    except INDEX_DOWN:
-        doc = None
+    doc = await _document(state, cid, wanted)
     if doc is None and counts is None:
         raise UnknownComment(f"comment {cid} not found")
     headers = {
