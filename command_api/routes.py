@@ -48,26 +48,34 @@ async def _execute(
     fingerprint = b""
     if key is not None:
         fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
-    with tracing.tracer().start_as_current_span(
-        f"append {type(command).__name__}",
-        attributes={"tally.user_id": user_id},
-        set_status_on_exception=False,  # a domain error is an answer, not a failure
-    ) as span:
-        origin = Origin(
-            correlation_id=structlog.contextvars.get_contextvars().get("correlation_id"),
-            traceparent=tracing.current_traceparent(),
-        )
-        item = WorkItem(
+    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+
+    def work(traceparent: str | None = None) -> WorkItem:
+        origin = Origin(correlation_id=correlation_id, traceparent=traceparent)
+        return WorkItem(
             command=command,
             user_id=user_id,
             idempotency_key=key,
             request_hash=fingerprint,
             origin=origin,
         )
-        outcome = await request.app.state.submit(item)
-        if isinstance(outcome, Exception):
-            span.set_attribute("tally.outcome", type(outcome).__name__)
-            raise outcome
+
+    submit = request.app.state.submit
+    tracer = tracing.tracer()
+    if tracer is None:
+        outcome = await submit(work())
+    else:
+        with tracer.start_as_current_span(
+            f"append {type(command).__name__}",
+            attributes={"tally.user_id": user_id},
+            set_status_on_exception=False,  # a domain error is an answer, not a failure
+        ) as span:
+            # The append's context goes into the events' metadata for the relay to continue.
+            outcome = await submit(work(tracing.current_traceparent()))
+            if isinstance(outcome, Exception):
+                span.set_attribute("tally.outcome", type(outcome).__name__)
+    if isinstance(outcome, Exception):
+        raise outcome
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return Response(
         outcome.body, status_code=outcome.status, media_type="application/json", headers=headers

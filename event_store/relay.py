@@ -199,7 +199,9 @@ class OutboxRelay:
                         },
                     )
                     spans.append(span)
-                    if span is not None and (sent_as := tracing.traceparent_of(span)):
+                    # Tracing off here: pass the stored context on, the chain stays linked.
+                    sent_as = traceparent if span is None else tracing.traceparent_of(span)
+                    if sent_as:
                         headers.append(("traceparent", sent_as.encode()))
                     if correlation_id:
                         headers.append(("correlation_id", correlation_id.encode()))

@@ -43,7 +43,7 @@ def http_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != ScopeType.HTTP:
                 await app(scope, receive, send)
-            elif scope["path"] in _UNTRACED:
+            elif (tracer := tracing.tracer()) is None or scope["path"] in _UNTRACED:
                 await handle(scope, receive, send, scope["method"], None)
             else:
                 carrier = {
@@ -51,7 +51,7 @@ def http_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
                     for k, v in scope["headers"]
                     if k in _TRACE_HEADERS
                 }
-                with tracing.tracer().start_as_current_span(
+                with tracer.start_as_current_span(
                     scope["method"],
                     context=tracing.remote_context(carrier),
                     kind=SpanKind.SERVER,

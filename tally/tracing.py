@@ -10,8 +10,8 @@ The spans of one vote form one trace:
    ``traceparent`` Kafka header;
 4. ``apply redis``: each projector's apply, a child of that header.
 
-With ``TALLY_OTEL_EXPORTER=none`` (the default) no tracer provider is installed, so the
-OpenTelemetry API is a no-op: spans record nothing and no ``traceparent`` is stored.
+With ``TALLY_OTEL_EXPORTER=none`` (the default) ``tracer()`` is ``None`` and nothing starts a
+span or stores a ``traceparent``: even no-op spans cost about 10 µs each on the hot path.
 ``otlp`` exports over OTLP/HTTP to ``TALLY_OTEL_ENDPOINT``; ``console`` prints spans.
 """
 
@@ -32,12 +32,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from tally.settings import Settings
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-_installed = False
+_tracer: Tracer | None = None
 
 
-def tracer() -> Tracer:
-    """Tally's tracer: follows whichever provider is installed (none: a no-op)."""
-    return trace.get_tracer("tally")
+def tracer() -> Tracer | None:
+    """Tally's tracer, or ``None`` while tracing is off."""
+    return _tracer
 
 
 def build_provider(settings: Settings, service: str) -> TracerProvider | None:
@@ -61,14 +61,14 @@ def build_provider(settings: Settings, service: str) -> TracerProvider | None:
 
 
 def configure_tracing(settings: Settings, service: str) -> None:
-    """Install the provider ``settings`` ask for, once per process (a no-op when off)."""
-    global _installed
-    if _installed:
+    """Install the provider ``settings`` ask for, once per process (nothing when off)."""
+    global _tracer
+    if _tracer is not None:
         return
     provider = build_provider(settings, service)
     if provider is not None:
         trace.set_tracer_provider(provider)
-        _installed = True
+        _tracer = provider.get_tracer("tally")
 
 
 def current_traceparent() -> str | None:
@@ -86,16 +86,17 @@ def remote_context(headers: Mapping[str, str]) -> Context:
 def start_linked_span(
     traceparent: str | bytes | None, name: str, kind: SpanKind, attributes: dict[str, Any]
 ) -> Span | None:
-    """Start (not enter) a child of a stored or received ``traceparent``; ``None`` without one.
+    """Start (not enter) a child of a stored or received ``traceparent``.
 
-    Events that were not traced carry no ``traceparent`` and cost nothing here.
+    ``None`` without one (the event was not traced) or while tracing is off here.
     """
-    if not traceparent:
+    current = tracer()
+    if current is None or not traceparent:
         return None
     if isinstance(traceparent, bytes):
         traceparent = traceparent.decode(errors="replace")
     parent = _PROPAGATOR.extract({"traceparent": traceparent})
-    return tracer().start_span(name, context=parent, kind=kind, attributes=attributes)
+    return current.start_span(name, context=parent, kind=kind, attributes=attributes)
 
 
 def traceparent_of(span: Span) -> str | None:

@@ -6,11 +6,13 @@ exporter through a tracer provider of this test's own.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from litestar.testing import AsyncTestClient
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -20,9 +22,12 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from command_api.app import create_app
+from event_store.port import PendingEvent
+from event_store.postgres import append_pending
 from event_store.relay import publish_all
 from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import ProjectorRunner
+from schemas.events import VoteCast
 from tally import tracing
 from tally.auth import mint_token
 from tally.settings import Settings
@@ -38,7 +43,7 @@ def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(tracing, "tracer", lambda: provider.get_tracer("test"))
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
     yield exporter
     provider.shutdown()
 
@@ -139,9 +144,35 @@ async def _has(exported: InMemorySpanExporter, name: str, position: int) -> bool
     )
 
 
+async def test_a_relay_with_tracing_off_passes_the_stored_context_on(
+    settings: Settings, apool: AsyncConnectionPool[Any]
+) -> None:
+    config = isolated(settings)
+    stored = f"00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-01"
+    vote = VoteCast(comment_id=uuid.uuid4(), commentable_id="p", user_id="u", value=1, previous=0)
+    async with apool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        await append_pending(
+            cur, [PendingEvent(stream_id="s", stream_version=1, event=vote, traceparent=stored)]
+        )
+    assert tracing.tracer() is None
+    assert await publish_all(config, apool) == 1
+    consumer = AIOKafkaConsumer(
+        config.kafka_topic,
+        bootstrap_servers=config.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"{config.kafka_group_prefix}.check",
+    )
+    await consumer.start()
+    try:
+        message = await asyncio.wait_for(consumer.getone(), 30)
+    finally:
+        await consumer.stop()
+    assert dict(message.headers)["traceparent"] == stored.encode()
+
+
 async def test_with_tracing_off_no_trace_context_is_stored(
     settings: Settings, apool: AsyncConnectionPool[Any]
 ) -> None:
-    # No provider installed: the OpenTelemetry API is a no-op, as with TALLY_OTEL_EXPORTER=none.
+    # TALLY_OTEL_EXPORTER=none, the default: no tracer, no spans, no traceparent stored.
     _, position = await vote_over_http(isolated(settings), {})
     assert await stored_traceparent(apool, position) is None

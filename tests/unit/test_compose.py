@@ -27,6 +27,7 @@ NEEDED = {
     "elasticsearch": "elasticsearch:8",
     "prometheus": "prom/prometheus",
     "grafana": "grafana/grafana",
+    "jaeger": "jaegertracing/",
 }
 
 
@@ -72,6 +73,17 @@ def test_tally_services_are_configured_by_environment_only() -> None:
         assert "volumes" not in service, f"{name} mounts configuration files"
     dockerfile = (COMPOSE / "Dockerfile").read_text()
     assert set(re.findall(r"\bTALLY_[A-Z_]+", dockerfile)) <= known
+
+
+def test_tally_services_send_traces_to_the_collector_in_the_stack() -> None:
+    services = load("docker-compose.yml")["services"]
+    for name, service in services.items():
+        if service.get("image") != "tally:latest":
+            continue
+        env = service["environment"]
+        assert env["TALLY_OTEL_EXPORTER"] == "otlp", name
+        host = re.match(r"https?://([^:/]+)", env["TALLY_OTEL_ENDPOINT"])
+        assert host and host.group(1) in services, (name, env["TALLY_OTEL_ENDPOINT"])
 
 
 def test_prometheus_scrapes_every_tally_process_on_its_metrics_port() -> None:

@@ -2,13 +2,17 @@
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
 
+from tally import tracing
 from tally.settings import SettingsError, load_settings
-from tally.tracing import build_provider, end_spans, start_linked_span
+from tally.tracing import build_provider, configure_tracing, end_spans, start_linked_span
 
 
 def test_tracing_is_off_by_default() -> None:
     assert build_provider(load_settings({}), "relay") is None
+    configure_tracing(load_settings({}), "relay")
+    assert tracing.tracer() is None
 
 
 @pytest.mark.parametrize("exporter", ["otlp", "console"])
@@ -32,9 +36,17 @@ def test_a_bad_tracing_setting_names_the_variable(variable: str, value: str) -> 
         load_settings({variable: value})
 
 
-def test_an_untraced_event_gets_no_span() -> None:
-    from opentelemetry.trace import SpanKind
-
+def test_no_span_is_started_without_a_traceparent_or_while_tracing_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert start_linked_span(traceparent, "publish", SpanKind.PRODUCER, {}) is None  # off
+    provider = TracerProvider()
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
     assert start_linked_span(None, "publish", SpanKind.PRODUCER, {}) is None
     assert start_linked_span(b"", "publish", SpanKind.PRODUCER, {}) is None
-    end_spans([None])  # nothing to end, nothing raised
+    span = start_linked_span(traceparent.encode(), "publish", SpanKind.PRODUCER, {})
+    assert span is not None
+    assert span.get_span_context().trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    end_spans([span, None])
+    assert not span.is_recording()  # ended
