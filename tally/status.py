@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from typing import Any
 
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Group
 from rich.table import Table
 
@@ -35,32 +38,99 @@ def _pipeline(settings: Settings) -> dict[str, Any]:
     }
 
 
+class _Service:
+    """One Tally process, as seen from its health or metrics endpoint."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.url = url
+        self.error = ""
+        self.samples: dict[tuple[str, str], float] = {}  # (metric, projection) -> value
+
+    def probe(self) -> _Service:
+        try:
+            with urllib.request.urlopen(self.url, timeout=1) as reply:
+                body = reply.read().decode()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            self.error = str(reason) or reason.__class__.__name__
+            return self
+        if self.url.endswith("/metrics"):
+            for family in text_string_to_metric_families(body):
+                for sample in family.samples:
+                    key = (sample.name, sample.labels.get("projection", ""))
+                    self.samples[key] = sample.value
+        return self
+
+    @property
+    def state(self) -> str:
+        if self.error:
+            return f"[red]down: {self.error}"
+        if self.name == "relay":
+            leader = self.samples.get(("tally_relay_leader", ""), 0)
+            return "[green]up, leader" if leader else "[yellow]up, standby"
+        return "[green]up"
+
+
+def _services(settings: Settings) -> list[_Service]:
+    """Probe the APIs' /health and the relay's and projectors' metrics ports."""
+    api = settings.command_api_host.replace("0.0.0.0", "127.0.0.1")
+    metrics = settings.metrics_host.replace("0.0.0.0", "127.0.0.1")
+    return [
+        _Service("command API", f"http://{api}:{settings.command_api_port}/health").probe(),
+        _Service("query API", f"http://{api}:{settings.query_api_port}/health").probe(),
+        _Service("relay", f"http://{metrics}:{settings.relay_metrics_port}/metrics").probe(),
+        _Service(
+            "projectors", f"http://{metrics}:{settings.projector_metrics_port}/metrics"
+        ).probe(),
+    ]
+
+
 def render(settings: Settings) -> Group:
     """The status screen (never raises: what cannot be read says so)."""
     servers = Table("server", "port", "state", title="local stack")
     for server in stack.stack_status(settings):
         state = "[green]up" if server.running else f"[red]{server.detail}"
         servers.add_row(server.name, str(server.port), state)
+    services = Table("process", "address", "state", title="tally")
+    probed = _services(settings)
+    for service in probed:
+        services.add_row(service.name, service.url.rsplit("/", 1)[0], service.state)
+    projector = probed[-1]
     flow = Table("", "value", title="events")
     projections = Table(
-        "projection", "checkpoint", "lag (events)", "parked (DLQ)", title="projections"
+        "projection",
+        "checkpoint",
+        "lag (events)",
+        "lag (s)",
+        "applied",
+        "parked (DLQ)",
+        title="projections",
     )
     try:
         facts = _pipeline(settings)
     except psycopg.Error as exc:
         flow.add_row("[red]event store", f"unreachable: {exc.__class__.__name__}")
-        return Group(servers, flow)
+        return Group(servers, services, flow)
     flow.add_row("head position", f"{facts['head']:,}")
     flow.add_row("outbox backlog", f"{facts['outbox']:,} (oldest {facts['outbox_age']:.1f} s)")
     for name in ("redis", "comments", "votes"):
+        parked = facts["parked"].get(name, 0)
+        lag_s = projector.samples.get(("tally_projection_lag_seconds", name))
+        applied = projector.samples.get(("tally_projection_applied_total", name))
+        live = (
+            "-" if lag_s is None else f"{lag_s:.1f}",
+            "-" if applied is None else f"{applied:,.0f}",
+            f"[red]{parked}" if parked else "0",
+        )
         checkpoint = facts["checkpoints"].get(name)
         if checkpoint is None:
-            projections.add_row(name, "-", "[yellow]not started", str(facts["parked"].get(name, 0)))
+            nothing_yet = facts["head"] == 0 and not projector.error
+            projections.add_row(
+                name, "-", "[green]0" if nothing_yet else "[yellow]not started", *live
+            )
             continue
         lag = max(0, facts["head"] - checkpoint)
         colour = "green" if lag < 1000 else "yellow" if lag < 100_000 else "red"
-        parked = facts["parked"].get(name, 0)
-        projections.add_row(
-            name, f"{checkpoint:,}", f"[{colour}]{lag:,}", f"[red]{parked}" if parked else "0"
-        )
-    return Group(servers, flow, projections)
+        projections.add_row(name, f"{checkpoint:,}", f"[{colour}]{lag:,}", *live)
+    return Group(servers, services, flow, projections)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from typing import Any
 
+import msgspec
+from prometheus_client import start_http_server
 from psycopg_pool import AsyncConnectionPool
 from rich.console import Console
 
+from event_store.relay import LEADER
 from event_store.seed import SeedPlan, seed
+from projectors.runner import APPLIED, LAG_SECONDS
 from tally.settings import Settings
 from tally.status import render
 
@@ -24,12 +30,53 @@ async def test_status_shows_servers_head_backlog_and_projections(
             "INSERT INTO parked_events (projection, position, comment_id, error)"
             " VALUES ('votes', 7, 'c', 'boom')"
         )
+    # Ports where no Tally process listens (`make run` may use the default ones meanwhile).
+    closed = [free_port() for _ in range(4)]
+    config = msgspec.structs.replace(
+        settings,
+        command_api_port=closed[0],
+        query_api_port=closed[1],
+        relay_metrics_port=closed[2],
+        projector_metrics_port=closed[3],
+    )
     console = Console(record=True, width=120)
-    console.print(render(settings))
+    console.print(render(config))
     text = console.export_text()
     for server in ("postgres", "redis", "kafka", "elasticsearch"):
         assert server in text
     assert "head position  │ 300" in text
     assert "outbox backlog │ 300" in text
     assert "redis      │ 250        │ 50" in text  # checkpoint 250, lag 50
-    assert "votes      │ -          │ not started  │ 1" in text
+    assert re.search(r"votes +│ - +│ not started +│ - +│ - +│ 1 ", text), text
+    for process in ("command API", "query API", "relay", "projectors"):
+        assert re.search(rf"{process} +│ http://127.0.0.1:\d+ +│ down", text), text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_status_reads_the_relay_and_projectors_from_their_metrics(
+    settings: Settings, clean_store: AsyncConnectionPool[Any]
+) -> None:
+    server, thread = start_http_server(0, addr="127.0.0.1")  # this process's metrics
+    port = server.server_address[1]
+    try:
+        LEADER.set(1)
+        LAG_SECONDS.labels("comments").set(1.25)
+        APPLIED.labels("comments").inc(0)
+        config = msgspec.structs.replace(
+            settings, relay_metrics_port=port, projector_metrics_port=port
+        )
+        console = Console(record=True, width=120)
+        console.print(render(config))
+        text = console.export_text()
+    finally:
+        LEADER.set(0)
+        server.shutdown()
+        thread.join(5)
+    assert re.search(r"relay +│ http://127.0.0.1:\d+ +│ up, leader", text), text
+    assert re.search(r"projectors +│ http://127.0.0.1:\d+ +│ up ", text), text
+    assert re.search(r"comments +│ - +│ 0 +│ 1.2 +│ \d+ +│ 0 ", text), text
