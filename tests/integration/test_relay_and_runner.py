@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import REGISTRY
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from event_store.partitioning import partition_for
+from event_store.port import PendingEvent
+from event_store.postgres import append_pending
 from event_store.relay import publish_all
 from projectors import parking
+from projectors import runner as runner_module
 from projectors.redis_scores import RedisScoresProjection, prefix
 from projectors.runner import ProjectorRunner
+from schemas.events import CommentPosted, VoteCast
 from tally.settings import Settings
 from tests.pipeline import (
     eventually,
@@ -158,3 +165,42 @@ async def test_a_poison_event_is_parked_with_its_comments_later_events_and_other
 async def _pos_at_least(redis: Redis, key: str, position: int) -> bool:
     value = await redis.hget(key, "pos")
     return value is not None and int(value) >= position
+
+
+async def test_a_quiet_spell_after_traffic_is_not_reported_as_a_gap(
+    settings: Settings,
+    apool: AsyncConnectionPool[Any],
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner_module, "STALL_SECONDS", 1.0)
+    config = isolated(settings)
+    # One comment: every event in one partition, so the others never see the head.
+    comment = uuid.uuid4()
+    events = [CommentPosted(comment_id=comment, commentable_id="p", author_id="a", content="x")]
+    events += [
+        VoteCast(comment_id=comment, commentable_id="p", user_id=f"u{n}", value=1, previous=0)
+        for n in range(5)
+    ]
+    async with apool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        await append_pending(
+            cur,
+            [
+                PendingEvent(stream_id=f"s{n}", stream_version=1, event=event)
+                for n, event in enumerate(events)
+            ],
+        )
+    await publish_all(config, apool)
+    healed_before = REGISTRY.get_sample_value(
+        "tally_projection_gaps_healed_total", {"projection": "redis"}
+    )
+    projection = RedisScoresProjection(redis, config.redis_generation)
+    with capture_logs() as logs:
+        async with running(ProjectorRunner(projection, config, apool)):
+            await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
+            await asyncio.sleep(3)  # silent for longer than the watchdog waits
+    assert not [entry for entry in logs if entry["event"] == "gap_healing"]
+    healed_after = REGISTRY.get_sample_value(
+        "tally_projection_gaps_healed_total", {"projection": "redis"}
+    )
+    assert healed_after == healed_before
