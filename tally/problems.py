@@ -24,7 +24,10 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response[bytes]:
-    """A problem+json response."""
+    """A problem+json response, logged with the request's correlation id (never a token)."""
+    (log.warning if status >= 500 else log.info)(
+        "request_failed", status=status, problem=code, detail=detail, path=instance
+    )
     body = {
         "type": f"urn:tally:problem:{code}",
         "title": title,

@@ -12,9 +12,11 @@ from uuid import uuid4
 import jwt
 import msgspec
 import pytest
+import structlog
 from httpx import Response
 from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
+from structlog.testing import LogCapture
 
 from command_api.app import create_app
 from tally.auth import mint_token
@@ -329,6 +331,31 @@ async def test_bad_tokens_get_401_and_write_nothing(
     assert_problem(reply, 401, "unauthenticated")
     assert reply.headers["www-authenticate"].startswith("Bearer")
     assert await count(clean_store, "events") == 0
+
+
+async def test_a_refused_request_is_logged_with_its_request_id_and_without_its_token(
+    api: ApiFactory, settings: Settings
+) -> None:
+    forged = mint_token("alice", "not-the-secret", 300)
+    captured = LogCapture()
+    before = structlog.get_config()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, captured])
+    try:
+        async with api() as client:
+            reply = await client.post(
+                "/api/comments",
+                json={"commentable_id": "p", "content": "x"},
+                headers={"Authorization": f"Bearer {forged}", "X-Request-ID": "req-forged"},
+            )
+    finally:
+        structlog.configure(**before)
+    assert_problem(reply, 401, "unauthenticated")
+    failed = [e for e in captured.entries if e["event"] == "request_failed"]
+    assert len(failed) == 1, captured.entries
+    assert failed[0]["correlation_id"] == "req-forged"
+    assert (failed[0]["status"], failed[0]["problem"]) == (401, "unauthenticated")
+    assert forged not in repr(captured.entries)
+    assert forged.split(".")[2] not in repr(captured.entries)  # not even the signature
 
 
 async def test_a_bad_idempotency_key_header_is_refused(api: ApiFactory, settings: Settings) -> None:
