@@ -28,7 +28,6 @@ from tally.auth import TokenVerifier
 from tally.http_middleware import http_middleware
 from tally.problems import problem
 from tally.settings import Settings, get_settings
-from tally.tracing import configure_tracing
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +77,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        configure_tracing(settings, "command-api")  # here: once in each worker process
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             settings.pg_dsn,
             min_size=settings.pg_pool_min,

@@ -24,7 +24,6 @@ from tally.auth import NotAuthenticated, TokenVerifier
 from tally.http_middleware import http_middleware
 from tally.problems import framework_problem, problem
 from tally.settings import Settings, get_settings
-from tally.tracing import configure_tracing
 
 
 def query_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -91,7 +90,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        configure_tracing(settings, "query-api")  # here: once in each worker process
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=1)
         es = AsyncElasticsearch(settings.es_url, request_timeout=5)
         app.state.settings = settings

@@ -85,11 +85,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.service == "command-api":
         workers = args.workers or settings.command_api_workers
         port = args.port or settings.command_api_port
-        target = "command_api.app:create_app"
+        target = "tally.serving:command_api"
     else:
         workers = args.workers or settings.query_api_workers
         port = args.port or settings.query_api_port
-        target = "query_api.app:create_app"
+        target = "tally.serving:query_api"
     _metrics_dir(settings, args.service)
     uvicorn.run(
         target,
