@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
@@ -78,6 +79,30 @@ async def running(runner: ProjectorRunner) -> AsyncIterator[None]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def consume(
+    settings: Settings, count: int, seconds: float = 30
+) -> list[ConsumerRecord[Any, Any]]:
+    """The first ``count`` messages of the events topic, read by a consumer group of its own."""
+    consumer = AIOKafkaConsumer(
+        settings.kafka_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"{settings.kafka_group_prefix}.check-{uuid.uuid4().hex[:6]}",
+    )
+    await consumer.start()
+    got: list[ConsumerRecord[Any, Any]] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while len(got) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(got)} of {count} messages within {seconds} s")
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                got += messages
+    finally:
+        await consumer.stop()
+    return got
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:

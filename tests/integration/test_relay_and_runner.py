@@ -8,7 +8,6 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 from psycopg_pool import AsyncConnectionPool
@@ -26,6 +25,7 @@ from projectors.runner import ProjectorRunner
 from schemas.events import CommentPosted, VoteCast
 from tally.settings import Settings
 from tests.pipeline import (
+    consume,
     eventually,
     isolated,
     record_history,
@@ -40,22 +40,10 @@ async def test_the_relay_publishes_in_order_keyed_by_comment_and_empties_the_out
     config = isolated(settings)
     history = await record_history(apool, 80, seed=1)
     assert await publish_all(config, apool) == len(history)
-    consumer = AIOKafkaConsumer(
-        config.kafka_topic,
-        bootstrap_servers=config.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"{config.kafka_group_prefix}.check",
-    )
-    await consumer.start()
     seen: dict[int, list[tuple[int, int, bytes]]] = defaultdict(list)
-    try:
-        while sum(len(v) for v in seen.values()) < len(history):
-            for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
-                for m in messages:
-                    h = dict(m.headers)
-                    seen[tp.partition].append((int(h["position"]), int(h["prev"]), m.key))
-    finally:
-        await consumer.stop()
+    for m in await consume(config, len(history)):
+        h = dict(m.headers)
+        seen[m.partition].append((int(h["position"]), int(h["prev"]), m.key))
     by_position = {e.position: e for e in history}
     for partition, messages in seen.items():
         positions = [p for p, _, _ in messages]

@@ -9,7 +9,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
 from elasticsearch import AsyncElasticsearch
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -28,7 +27,7 @@ from schemas.codec import decode_envelope
 from schemas.events import CommentPosted
 from tally.processes import spawn
 from tally.settings import Settings
-from tests.pipeline import env_of, isolated, run_cli
+from tests.pipeline import consume, env_of, isolated, run_cli
 
 
 async def test_the_fast_reader_returns_events_exactly_as_stored(
@@ -151,21 +150,7 @@ async def test_an_old_event_is_upcast_in_replay_and_in_live_projection(
 
         # Live: the relay publishes the stored JSON as it is; the projector upcasts on decode.
         await publish_all(config, clean_store)
-        consumer = AIOKafkaConsumer(
-            config.kafka_topic,
-            bootstrap_servers=config.kafka_bootstrap,
-            auto_offset_reset="earliest",
-            group_id=f"{config.kafka_group_prefix}.upcast",
-        )
-        await consumer.start()
-        try:
-            got: list[Any] = []
-            deadline = time.monotonic() + 30
-            while len(got) < 2 and time.monotonic() < deadline:
-                for messages in (await consumer.getmany(timeout_ms=500)).values():
-                    got += [decode_envelope(m.value) for m in messages]
-        finally:
-            await consumer.stop()
+        got = [decode_envelope(m.value) for m in await consume(config, 2)]
         vote = next(e.event for e in got if e.position == 2)
         assert vote.user_id == "bob" and vote.schema_version == 2  # type: ignore[union-attr]
     finally:

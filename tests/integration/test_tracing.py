@@ -6,13 +6,11 @@ exporter through a tracer provider of this test's own.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from litestar.testing import AsyncTestClient
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -31,7 +29,7 @@ from schemas.events import VoteCast
 from tally import tracing
 from tally.auth import mint_token
 from tally.settings import Settings
-from tests.pipeline import eventually, isolated, redis_matches_store, running
+from tests.pipeline import consume, eventually, isolated, redis_matches_store, running
 
 CALLER_TRACE = uuid.uuid4().int
 CALLER_SPAN = 0x00F067AA0BA902B7
@@ -156,17 +154,7 @@ async def test_a_relay_with_tracing_off_passes_the_stored_context_on(
         )
     assert tracing.tracer() is None
     assert await publish_all(config, apool) == 1
-    consumer = AIOKafkaConsumer(
-        config.kafka_topic,
-        bootstrap_servers=config.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"{config.kafka_group_prefix}.check",
-    )
-    await consumer.start()
-    try:
-        message = await asyncio.wait_for(consumer.getone(), 30)
-    finally:
-        await consumer.stop()
+    [message] = await consume(config, 1)
     assert dict(message.headers)["traceparent"] == stored.encode()
 
 
