@@ -60,6 +60,15 @@ class ReplayResult:
     total_seconds: float  # with the grace period and dropping the old target
 
 
+class ReplayRunning(Exception):
+    """Another ``tally replay`` of the same projection holds it."""
+
+
+# Session advisory lock (two-key form: 31250 marks replays) held on the control connection for
+# the whole run, so a second replay of one projection cannot resume the first's target under it.
+_ONE_AT_A_TIME = "SELECT pg_try_advisory_lock(31250, hashtext(%s))"
+
+
 async def replay(
     dsn: str,
     rebuild: Rebuild,
@@ -75,6 +84,12 @@ async def replay(
         await psycopg.AsyncConnection.connect(dsn, autocommit=True) as control,
         await psycopg.AsyncConnection.connect(dsn, autocommit=True) as reader,
     ):
+        locked = await (await control.execute(_ONE_AT_A_TIME, (rebuild.name,))).fetchone()
+        if not (locked and locked[0]):
+            raise ReplayRunning(
+                f"another `tally replay` of {rebuild.name} is running;"
+                " wait for it to finish (or stop it: a later run resumes where it stopped)"
+            )
         cur = await control.execute(
             "SELECT target, position FROM replays WHERE projection = %s", (rebuild.name,)
         )

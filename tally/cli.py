@@ -258,20 +258,24 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from projectors.replay import replay
+    from projectors.replay import ReplayRunning, replay
     from tally import services
 
     names = list(services.PROJECTIONS) if args.projection == "all" else [args.projection]
     async with services.open_rebuilds(settings, names) as rebuilds:
         for rebuild in rebuilds:
-            with ReplayProgress(rebuild.name) as show:
-                result = await replay(
-                    settings.pg_dsn,
-                    rebuild,
-                    keep=args.keep,
-                    batch_size=args.batch_size,
-                    on_progress=show,
-                )
+            try:
+                with ReplayProgress(rebuild.name) as show:
+                    result = await replay(
+                        settings.pg_dsn,
+                        rebuild,
+                        keep=args.keep,
+                        batch_size=args.batch_size,
+                        on_progress=show,
+                    )
+            except ReplayRunning as exc:
+                console.print(f"[red]{exc}[/red]")
+                return 1
             rate = result.events / max(result.seconds, 1e-9)
             console.print(
                 f"{result.projection}: {result.events:,} events into {result.target}"

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 from elasticsearch import AsyncElasticsearch
 from psycopg_pool import AsyncConnectionPool
@@ -86,6 +87,26 @@ async def test_a_replay_killed_half_way_resumes_where_it_stopped(
     async with clean_store.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM replays")
         assert await cur.fetchone() == (0,)
+
+
+async def test_a_second_replay_of_the_same_projection_is_refused_while_one_runs(
+    settings: Settings, clean_store: AsyncConnectionPool[Any], redis: Redis
+) -> None:
+    config = isolated(settings)
+    await seed(config.pg_dsn, SeedPlan(events=2_000, comments=50, users=100), False)
+    async with await psycopg.AsyncConnection.connect(config.pg_dsn, autocommit=True) as running:
+        # What a running `tally replay --projection redis` holds for its whole run.
+        await running.execute("SELECT pg_advisory_lock(31250, hashtext('redis'))")
+        refused = await run_cli(config, "replay", "--projection", "redis")
+        assert refused.returncode == 1
+        assert "another `tally replay` of redis is running" in refused.stdout + refused.stderr
+        async with clean_store.connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM replays")
+            assert await cur.fetchone() == (0,)  # it started nothing
+    # Once the first is over (its connection gone), a replay goes ahead.
+    again = await run_cli(config, "replay", "--projection", "redis")
+    assert again.returncode == 0, again.stderr
+    assert await Generations(redis, config.redis_generation).current() != config.redis_generation
 
 
 @pytest.fixture
