@@ -341,6 +341,7 @@ class ReplayProgress:
 
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     from projectors import parking
+    from projectors.fence import SwitchFence
     from tally import services
 
     async with services.open_pool(settings, "dlq") as pool:
@@ -357,7 +358,13 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
             still = 0
             for projection in projections:
                 await projection.setup()
-                applied, left = await parking.retry(pool, projection)
+                # Like a live batch: never applied half before, half after a replay's switch.
+                fence = SwitchFence(settings.pg_dsn, projection.name)
+                try:
+                    async with fence.shared():
+                        applied, left = await parking.retry(pool, projection)
+                finally:
+                    await fence.close()
                 console.print(f"{projection.name}: {applied} applied, {left} still parked")
                 still += left
         return 1 if still else 0
