@@ -16,32 +16,26 @@ import asyncio
 import random
 import sys
 import time
-import urllib.request
 from typing import Any
 
 import uvloop
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import Connection, post_comments, report
 from tally.auth import mint_token
 from tally.settings import Settings, get_settings
+from tally.status import scrape
 
 PROJECTIONS = ("redis", "comments", "votes")
 
 
-def scrape(settings: Settings) -> dict[str, float]:
+def sample_metrics(settings: Settings) -> dict[str, float]:
     """Outbox depth and per-projection lag, read from the relay's and projectors' /metrics."""
     wanted = {"tally_outbox_depth", "tally_projection_lag_events", "tally_projection_lag_seconds"}
     found: dict[str, float] = {}
     for port in (settings.relay_metrics_port, settings.projector_metrics_port):
-        url = f"http://127.0.0.1:{port}/metrics"
-        with urllib.request.urlopen(url, timeout=2) as reply:
-            text = reply.read().decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name in wanted:
-                    label = sample.labels.get("projection")
-                    found[f"{sample.name}{{{label}}}" if label else sample.name] = sample.value
+        for (name, projection), value in scrape(f"http://127.0.0.1:{port}/metrics", 2).items():
+            if name in wanted:
+                found[f"{name}{{{projection}}}" if projection else name] = value
     return found
 
 
@@ -82,7 +76,7 @@ async def watch(settings: Settings, timeline: list[dict[str, Any]], started: flo
     """Scrape every half second into ``timeline``; print one line a second."""
     printed = 0.0
     while True:
-        sample = await asyncio.to_thread(scrape, settings)
+        sample = await asyncio.to_thread(sample_metrics, settings)
         at = time.perf_counter() - started
         timeline.append({"t": round(at, 2), **sample})
         if at - printed >= 1:

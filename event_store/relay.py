@@ -22,7 +22,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 from psycopg_pool import AsyncConnectionPool
 
@@ -178,8 +178,7 @@ class OutboxRelay:
                 )
             last = dict(self._last)
             sends = []
-            spans: list[Span | None] = []
-            try:
+            with tracing.spans_ended() as spans:
                 for position, key, type_name, envelope, traceparent, correlation_id in rows:
                     partition = partition_for(key, partitions)
                     headers = [
@@ -187,16 +186,13 @@ class OutboxRelay:
                         ("position", str(position).encode()),
                         ("prev", str(last.get(partition, 0)).encode()),
                     ]
-                    span = tracing.start_linked_span(
+                    span = tracing.start_message_span(
                         traceparent,
                         f"publish {settings.kafka_topic}",
                         SpanKind.PRODUCER,
-                        {
-                            "messaging.system": "kafka",
-                            "messaging.destination.name": settings.kafka_topic,
-                            "messaging.destination.partition.id": str(partition),
-                            "tally.position": position,
-                        },
+                        settings.kafka_topic,
+                        partition,
+                        position,
                     )
                     spans.append(span)
                     # Tracing off here: pass the stored context on, the chain stays linked.
@@ -216,10 +212,6 @@ class OutboxRelay:
                         )
                     )
                 await asyncio.gather(*sends)
-            except BaseException as exc:
-                tracing.end_spans(spans, exc)
-                raise
-            tracing.end_spans(spans)
             changed = {p: pos for p, pos in last.items() if self._last.get(p) != pos}
             async with conn.transaction():
                 await conn.execute(

@@ -168,8 +168,8 @@ class ProjectorRunner:
     ) -> None:
         last = self._seen.get(partition, 0)
         ready: list[Envelope] = []
-        spans: list[Span | None] = []  # traced messages, ended once their batch is applied
-        try:
+        # Traced messages' spans end once their batch is applied.
+        with tracing.spans_ended() as spans:
             for message in messages:
                 headers = dict(message.headers or ())
                 position = int(headers.get("position", b"0"))
@@ -191,24 +191,17 @@ class ProjectorRunner:
                     await self._park([(position, key, str(exc))], [correlation])
                 last = max(last, position)
             await self._flush(ready)
-        except BaseException as exc:
-            tracing.end_spans(spans, exc)
-            raise
-        tracing.end_spans(spans)
         self._seen[partition] = last
 
     def _span(self, traceparent: bytes | None, partition: int, position: int) -> Span | None:
-        return tracing.start_linked_span(
+        return tracing.start_message_span(
             traceparent,
             f"apply {self._name}",
             SpanKind.CONSUMER,
-            {
-                "messaging.system": "kafka",
-                "messaging.destination.name": self._settings.kafka_topic,
-                "messaging.destination.partition.id": str(partition),
-                "tally.projection": self._name,
-                "tally.position": position,
-            },
+            self._settings.kafka_topic,
+            partition,
+            position,
+            **{"tally.projection": self._name},
         )
 
     def _follow_partition_count(self, partitions: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.error
 import urllib.request
 from typing import Any
 
@@ -38,6 +37,20 @@ def _pipeline(settings: Settings) -> dict[str, Any]:
     }
 
 
+def scrape(url: str, timeout: float = 1) -> dict[tuple[str, str], float]:
+    """Every sample a ``/metrics`` URL serves, by (name, ``projection`` label or "").
+
+    Raises ``OSError`` (``URLError`` included) when nothing answers.
+    """
+    with urllib.request.urlopen(url, timeout=timeout) as reply:
+        text = reply.read().decode()
+    return {
+        (sample.name, sample.labels.get("projection", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 class _Service:
     """One Tally process, as seen from its health or metrics endpoint."""
 
@@ -49,17 +62,13 @@ class _Service:
 
     def probe(self) -> _Service:
         try:
-            with urllib.request.urlopen(self.url, timeout=1) as reply:
-                body = reply.read().decode()
-        except (urllib.error.URLError, OSError) as exc:
+            if self.url.endswith("/metrics"):
+                self.samples = scrape(self.url)
+            else:
+                urllib.request.urlopen(self.url, timeout=1).close()
+        except OSError as exc:  # URLError is one
             reason = getattr(exc, "reason", exc)
             self.error = str(reason) or reason.__class__.__name__
-            return self
-        if self.url.endswith("/metrics"):
-            for family in text_string_to_metric_families(body):
-                for sample in family.samples:
-                    key = (sample.name, sample.labels.get("projection", ""))
-                    self.samples[key] = sample.value
         return self
 
     @property

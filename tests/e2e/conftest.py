@@ -9,7 +9,7 @@ import pytest
 
 from tally.processes import serve, spawn
 from tally.processes import stop as stop_service
-from tally.settings import Settings
+from tally.settings import Settings, as_environment
 
 
 def start_service(
@@ -22,6 +22,19 @@ def start_service(
 def start_process(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Run ``tally ARGV...`` in the background with ``env`` added."""
     return spawn(argv, {"TALLY_LOG_FORMAT": "json", **env})
+
+
+def start_system(
+    config: Settings, command_port: int, query_port: int
+) -> list[subprocess.Popen[bytes]]:
+    """Command API, query API, relay and every projector, as processes."""
+    env = as_environment(config)
+    return [
+        start_service(config, "command-api", command_port, env),
+        start_service(config, "query-api", query_port, env),
+        start_process(["relay"], env),
+        start_process(["project", "all"], env),
+    ]
 
 
 @pytest.fixture(scope="module", params=["group-commit", "one-transaction-per-command"])

@@ -16,8 +16,8 @@ from projectors import ranking
 from tally import stack
 from tally.auth import mint_token
 from tally.settings import Settings
-from tests.e2e.conftest import start_process, start_service, stop_service
-from tests.pipeline import env_of, isolated
+from tests.e2e.conftest import start_system, stop_service
+from tests.pipeline import isolated
 
 QUERY_PORT = 28101
 COMMAND_PORT = 28100
@@ -27,13 +27,7 @@ COMMAND_PORT = 28100
 def services(settings: Settings) -> Iterator[Settings]:
     """Command API, query API, relay and every projector, as processes."""
     config = isolated(settings)
-    env = env_of(config)
-    procs = [
-        start_service(config, "command-api", COMMAND_PORT, env),
-        start_service(config, "query-api", QUERY_PORT, env),
-        start_process(["relay"], env),
-        start_process(["project", "all"], env),
-    ]
+    procs = start_system(config, COMMAND_PORT, QUERY_PORT)
     try:
         _wait_until_projected(config)
         yield config

@@ -19,8 +19,8 @@ from projectors.fold import fold
 from projectors.generations import Generations
 from tally.auth import mint_token
 from tally.settings import Settings
-from tests.e2e.conftest import start_process, start_service, stop_service
-from tests.pipeline import env_of, eventually, isolated, run_cli
+from tests.e2e.conftest import start_system, stop_service
+from tests.pipeline import eventually, isolated, run_cli
 
 COMMAND_PORT = 28200
 QUERY_PORT = 28201
@@ -40,13 +40,7 @@ async def test_rebuilding_every_projection_under_traffic_keeps_reads_whole(
     quiet_thread = views[quiet[0]].commentable_id
     # A first page lists 20; the ranking snapshot can be 5 s old, so wait until it is whole.
     quiet_listed = min(20, sum(1 for v in views.values() if v.commentable_id == quiet_thread))
-    env = env_of(config)
-    procs = [
-        start_service(config, "command-api", COMMAND_PORT, env),
-        start_service(config, "query-api", QUERY_PORT, env),
-        start_process(["relay"], env),
-        start_process(["project", "all"], env),
-    ]
+    procs = start_system(config, COMMAND_PORT, QUERY_PORT)
     stop = asyncio.Event()
     problems: list[str] = []
     reads = 0

@@ -6,7 +6,7 @@ from opentelemetry.trace import SpanKind
 
 from tally import tracing
 from tally.settings import SettingsError, load_settings
-from tally.tracing import build_provider, configure_tracing, end_spans, start_linked_span
+from tally.tracing import build_provider, configure_tracing, spans_ended, start_message_span
 
 
 def test_tracing_is_off_by_default() -> None:
@@ -40,13 +40,14 @@ def test_no_span_is_started_without_a_traceparent_or_while_tracing_is_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    assert start_linked_span(traceparent, "publish", SpanKind.PRODUCER, {}) is None  # off
+    assert start_message_span(traceparent, "publish", SpanKind.PRODUCER, "t", 0, 1) is None  # off
     provider = TracerProvider()
     monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
-    assert start_linked_span(None, "publish", SpanKind.PRODUCER, {}) is None
-    assert start_linked_span(b"", "publish", SpanKind.PRODUCER, {}) is None
-    span = start_linked_span(traceparent.encode(), "publish", SpanKind.PRODUCER, {})
+    assert start_message_span(None, "publish", SpanKind.PRODUCER, "t", 0, 1) is None
+    assert start_message_span(b"", "publish", SpanKind.PRODUCER, "t", 0, 1) is None
+    with spans_ended() as spans:
+        span = start_message_span(traceparent.encode(), "publish", SpanKind.PRODUCER, "t", 0, 1)
+        spans += [span, None]
     assert span is not None
     assert span.get_span_context().trace_id == 0x0AF7651916CD43DD8448EB211C80319C
-    end_spans([span, None])
     assert not span.is_recording()  # ended
