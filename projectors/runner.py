@@ -93,6 +93,9 @@ class ProjectorRunner:
         await self._until_ready(self.projection.setup)
         await self._until_ready(lambda: ensure_topic(self._settings))
         self._seen = await self._load_seen()
+        # Lag counts from what was applied before a restart, not from position 0.
+        self._checkpoint = max(self._seen.values(), default=0)
+        CHECKPOINT.labels(self._name).set(self._checkpoint)
         self._parked = await parking.parked_comments(self._pool, self._name)
         log.info("projector_started", projection=self._name)
         try:

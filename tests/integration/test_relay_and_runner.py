@@ -22,7 +22,7 @@ from projectors import parking
 from projectors import runner as runner_module
 from projectors.fence import SwitchFence
 from projectors.redis_scores import RedisScoresProjection, prefix
-from projectors.runner import ProjectorRunner
+from projectors.runner import LAG_EVENTS, ProjectorRunner
 from schemas.events import CommentPosted, VoteCast
 from tally.processes import spawn
 from tally.settings import Settings
@@ -203,3 +203,25 @@ async def test_a_quiet_spell_after_traffic_is_not_reported_as_a_gap(
         "tally_projection_gaps_healed_total", {"projection": "redis"}
     )
     assert healed_after == healed_before
+
+
+async def test_a_restarted_projector_reports_no_lag_for_what_it_applied_before(
+    settings: Settings, apool: AsyncConnectionPool[Any], redis: Redis
+) -> None:
+    config = isolated(settings)
+    await record_history(apool, 60, seed=6)
+    await publish_all(config, apool)
+    projection = RedisScoresProjection(redis, config.redis_generation)
+    async with running(ProjectorRunner(projection, config, apool)):
+        await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
+    LAG_EVENTS.labels("redis").set(-1)
+    # Restarted with nothing new to consume: its lag is 0 events, not the whole log.
+    async with running(ProjectorRunner(projection, config, apool)):
+
+        async def no_lag() -> bool:
+            return (
+                REGISTRY.get_sample_value("tally_projection_lag_events", {"projection": "redis"})
+                == 0
+            )
+
+        await eventually(no_lag, 60)  # the group rejoin can take a while
