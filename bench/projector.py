@@ -26,7 +26,8 @@ from bench.common import (
 )
 from event_store.relay import publish_all
 from projectors.redis_scores import RedisScoresProjection
-from projectors.runner import CHECKPOINT, ProjectorRunner
+from projectors.runner import LOW_WATER
+from tally.services import projector_runner, relay_config
 from tally.settings import get_settings
 
 
@@ -36,14 +37,14 @@ async def main(events: int) -> None:
         settings.pg_dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
     )
     await pool.open()
-    await publish_all(settings, pool)
+    await publish_all(relay_config(settings), pool)
     redis = Redis.from_url(settings.redis_url)
-    runner = ProjectorRunner(
-        RedisScoresProjection(redis, settings.redis_generation), settings, pool
+    runner = projector_runner(
+        settings, RedisScoresProjection(redis, settings.redis_generation), pool
     )
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    gauge = CHECKPOINT.labels("redis")
+    gauge = LOW_WATER.labels("redis")
     await reached(gauge, 1)  # the consumer joined and applied its first batch
     started, first = time.perf_counter(), gauge._value.get()
     await reached(gauge, events)
@@ -72,7 +73,7 @@ async def main(events: int) -> None:
 
 
 async def reached(gauge: Any, position: int) -> None:
-    """Poll the checkpoint gauge (a metric: there is nothing to await)."""
+    """Poll the low-water mark gauge (a metric: there is nothing to await)."""
     while gauge._value.get() < position:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
 

@@ -20,20 +20,22 @@ from bench.common import (
     report,
     with_history,
 )
-from event_store.relay import ensure_topic, publish_all
+from event_store.messaging import ensure_topic
+from event_store.relay import publish_all
+from tally.services import relay_config
 from tally.settings import get_settings
 
 
 async def main(events: int) -> None:
     settings = await with_history(events)
-    await ensure_topic(settings)
+    await ensure_topic(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_partitions)
     pool: AsyncConnectionPool = AsyncConnectionPool(
         settings.pg_dsn, min_size=1, max_size=2, open=False
     )
     await pool.open()
     started = time.perf_counter()
     try:
-        published = await publish_all(settings, pool)
+        published = await publish_all(relay_config(settings), pool)
     finally:
         await pool.close()
     seconds = time.perf_counter() - started

@@ -65,3 +65,27 @@ class InMemoryEventStore:
     async def head(self) -> int:
         """See ``EventStore.head``."""
         return len(self._log)
+
+    async def read_comments(
+        self, comment_ids: Sequence[str], until: int | None = None
+    ) -> dict[str, list[Envelope]]:
+        """See ``EventStore.read_comments``."""
+        wanted = set(comment_ids)
+        histories: dict[str, list[Envelope]] = {c: [] for c in comment_ids}
+        for envelope in self._log:
+            comment_id = str(envelope.event.comment_id)
+            if comment_id in wanted and (until is None or envelope.position <= until):
+                histories[comment_id].append(envelope)
+        return histories
+
+    async def comments_touched(self, after: int, upto: int, limit: int) -> list[str]:
+        """See ``EventStore.comments_touched``."""
+        latest: dict[str, int] = {}
+        for envelope in self._log[after:upto]:
+            latest[str(envelope.event.comment_id)] = envelope.position
+        return sorted(latest, key=lambda c: -latest[c])[:limit]
+
+    async def comments_after(self, comment_id: str, limit: int) -> list[str]:
+        """See ``EventStore.comments_after``."""
+        ids = sorted({str(e.event.comment_id) for e in self._log})
+        return [c for c in ids if c > comment_id][:limit]

@@ -12,7 +12,9 @@ MIGRATIONS = resources.files("event_store") / "migrations"
 # Empties the store and everything derived from it in PostgreSQL (tests and benchmarks only).
 EMPTY_EVERYTHING = (
     "TRUNCATE events, outbox, comments, votes, idempotency_keys, relay_partitions,"
-    " projection_partitions, parked_events, replays; UPDATE event_head SET position = 0"
+    " projection_partitions, projection_epochs, parked_events, replays;"
+    " UPDATE event_head SET position = 0; UPDATE relay_epoch SET epoch = 0, partitions = 0;"
+    " UPDATE relay_lease SET holder = '', token = 0, expires_at = '-infinity'"
 )
 
 

@@ -64,6 +64,20 @@ class EventStore(Protocol):
         """The highest position recorded so far (0 when empty)."""
         ...
 
+    async def read_comments(
+        self, comment_ids: Sequence[str], until: int | None = None
+    ) -> dict[str, list[Envelope]]:
+        """Every event of each comment (its own and its votes) up to ``until``, in order."""
+        ...
+
+    async def comments_touched(self, after: int, upto: int, limit: int) -> list[str]:
+        """The comments with events in ``(after, upto]``, most recently touched first."""
+        ...
+
+    async def comments_after(self, comment_id: str, limit: int) -> list[str]:
+        """Up to ``limit`` comment ids above ``comment_id`` (``""``: from the start), in order."""
+        ...
+
 
 def stream_of_comment(comment_id: UUID) -> str:
     """The stream id of a comment's own events."""

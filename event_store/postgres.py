@@ -21,7 +21,12 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from event_store.bulk_read import stream_events
-from event_store.errors import ConcurrencyError, EventStoreError
+from event_store.errors import (
+    CommitOutcomeUnknown,
+    ConcurrencyError,
+    EventStoreError,
+    StoreUnavailable,
+)
 from event_store.port import PendingEvent
 from schemas.codec import decode_event
 from schemas.envelope import Envelope
@@ -47,6 +52,20 @@ _APPEND_CTES = """e AS (
 ), queued AS (
     INSERT INTO outbox (position, key) SELECT position, key FROM e
 )"""
+
+
+def connection_options(connect_timeout: float, statement_timeout_ms: int) -> dict[str, Any]:
+    """libpq options for a pool: autocommit, bounded connects and statements, and keepalives
+    that notice a server gone silent (a paused or partitioned host) within seconds."""
+    return {
+        "autocommit": True,
+        "connect_timeout": max(1, round(connect_timeout)),
+        "options": f"-c statement_timeout={statement_timeout_ms}",
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+    }
 
 
 def json_rows(rows: Sequence[object]) -> str:
@@ -121,9 +140,14 @@ async def append_and_commit(
     client is busy elsewhere. On error the transaction is left aborted: roll it back.
     """
     query, params = _append_statement(pending, side_writes)
-    with _translated_errors():
-        await cur.execute(cur.mogrify(query, params) + ";\nCOMMIT")
-        row = await cur.fetchone()
+    try:
+        with _translated_errors():
+            await cur.execute(cur.mogrify(query, params) + ";\nCOMMIT")
+            row = await cur.fetchone()
+    except StoreUnavailable as exc:
+        if cur.connection.broken:
+            raise CommitOutcomeUnknown(str(exc)) from exc.__cause__
+        raise
     return _positions(row, len(pending))
 
 
@@ -171,6 +195,8 @@ def _translated_errors() -> Iterator[None]:
         yield
     except psycopg.errors.UniqueViolation as exc:
         raise ConcurrencyError(str(exc).splitlines()[0]) from exc
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(str(exc).splitlines()[0] if str(exc) else repr(exc)) from exc
     except psycopg.Error as exc:
         raise EventStoreError(str(exc)) from exc
 
@@ -236,6 +262,42 @@ class PostgresEventStore:
         async with self._pool.connection() as conn:
             async for batch in stream_events(conn, after, upto, batch_size):
                 yield batch
+
+    async def read_comments(
+        self, comment_ids: Sequence[str], until: int | None = None
+    ) -> dict[str, list[Envelope]]:
+        """See ``EventStore.read_comments`` (uses the ``events_by_comment`` index)."""
+        histories: dict[str, list[Envelope]] = {c: [] for c in comment_ids}
+        async with self._pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(
+                SELECT_ENVELOPE + " WHERE data->>'comment_id' = ANY(%s)"
+                " AND position <= %s ORDER BY position",
+                (list(comment_ids), until if until is not None else 2**62),
+            )
+            for row in await cur.fetchall():
+                envelope = envelope_from_row(row)
+                histories[str(envelope.event.comment_id)].append(envelope)
+        return histories
+
+    async def comments_touched(self, after: int, upto: int, limit: int) -> list[str]:
+        """See ``EventStore.comments_touched``."""
+        async with self._pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT data->>'comment_id' FROM events WHERE position > %s AND position <= %s"
+                " GROUP BY 1 ORDER BY max(position) DESC LIMIT %s",
+                (after, upto, limit),
+            )
+            return [str(row[0]) for row in await cur.fetchall()]
+
+    async def comments_after(self, comment_id: str, limit: int) -> list[str]:
+        """See ``EventStore.comments_after`` (from the write model, which lists every comment)."""
+        async with self._pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT comment_id::text FROM comments WHERE comment_id > %s::uuid"
+                " ORDER BY comment_id LIMIT %s",
+                (comment_id or "00000000-0000-0000-0000-000000000000", limit),
+            )
+            return [str(row[0]) for row in await cur.fetchall()]
 
     async def head(self) -> int:
         """See ``EventStore.head``."""

@@ -1,12 +1,14 @@
 """The outbox relay: publish recorded events to Kafka in position order, then forget them.
 
-Exactly one relay is leader (a session-level advisory lock on a dedicated connection); the
-others stand by and take over within a second or two of the leader's connection ending. The
-leader reads outbox rows in position order, publishes each to ``tally.events`` keyed by
-``comment_id`` (so a comment's events stay in one partition, in order), waits for Kafka's
-acks, and only then deletes the rows. Each message carries, per partition, the position of the
-previous event published there (header ``prev``), so projectors can tell lost messages from
-duplicates. Delivery is at least once; projections are idempotent by position.
+One relay leads at a time (``event_store.lease``); the others stand by and take over within a
+lease of the leader stopping. The leader reads outbox rows in position order, publishes each
+to ``tally.events`` keyed by ``comment_id`` (so a comment's events stay in one partition, in
+order), waits for Kafka's acks, and only then deletes the rows, fenced by its lease.
+
+Each message carries the partition chain (``event_store.messaging``), and the leader sends a
+watermark to every partition after progress (at most every ``watermark_interval``) and once a
+second while idle, so projectors can tell lost messages from duplicates and know how far a
+quiet partition is complete. Delivery is at least once; projections are idempotent by position.
 """
 
 from __future__ import annotations
@@ -14,258 +16,314 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import psycopg
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 from psycopg_pool import AsyncConnectionPool
 
+from event_store import outbox
+from event_store.lease import RELAY_LOCK, RelayLease
+from event_store.messaging import (
+    WATERMARK,
+    MessageHeaders,
+    encode_headers,
+    ensure_topic,
+    make_producer,
+)
+from event_store.outbox import Chain, LeaseLost, OutboxRow
 from event_store.partitioning import partition_for
 from tally import tracing
-from tally.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-RELAY_LOCK = 0x7A11_0001  # advisory lock key of the relay leader
 
 PUBLISHED = Counter("tally_relay_published_total", "Events published to Kafka and acked")
 PUBLISH_ERRORS = Counter("tally_relay_publish_errors_total", "Relay batches that failed")
 OUTBOX_DEPTH = Gauge("tally_outbox_depth", "Events waiting in the outbox")
 OUTBOX_OLDEST = Gauge("tally_outbox_oldest_age_seconds", "Age of the oldest outbox event")
 LEADER = Gauge("tally_relay_leader", "1 while this relay is the leader")
+EPOCH = Gauge("tally_relay_epoch", "The partition-mapping epoch the relay publishes under")
+TAKEOVERS = Counter("tally_relay_leadership_lost_total", "Times this relay lost its lease")
 
-_BATCH = """
-SELECT o.position, o.key, e.type, convert_to(
-    json_build_object(
-        'event_id', e.event_id, 'stream_id', e.stream_id, 'stream_version', e.stream_version,
-        'position', e.position, 'occurred_at', e.recorded_at,
-        'correlation_id', e.metadata->>'correlation_id',
-        'causation_id', e.metadata->>'causation_id', 'event', e.data)::text, 'UTF8'),
-    e.metadata->>'traceparent', e.metadata->>'correlation_id'
-FROM outbox o JOIN events e ON e.position = o.position
-ORDER BY o.position LIMIT %s
-"""
+IDLE_WATERMARK_SECONDS = 1.0
 
 
-async def ensure_topic(settings: Settings, topic: str | None = None) -> None:
-    """Create the events topic with the configured partitions unless it exists."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(topic or settings.kafka_topic, settings.kafka_partitions, 1)]
-        )
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        await admin.close()
+class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """What the relay needs to know."""
 
-
-def make_producer(settings: Settings) -> AIOKafkaProducer:
-    """The relay's producer: acks from all replicas, big batches, idempotence by setting."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=settings.kafka_idempotent_producer,
-        linger_ms=2,
-        max_batch_size=512 * 1024,
-    )
+    bootstrap: str
+    topic: str
+    partitions: int
+    idempotent_producer: bool = False
+    batch_size: int = 2000
+    poll_interval_ms: float = 20.0
+    lease_seconds: float = 10.0
+    watermark_interval_ms: float = 200.0
+    kafka_timeout_ms: int = 10_000
 
 
 class OutboxRelay:
-    """Publishes the outbox while it holds leadership."""
+    """Publishes the outbox while it holds the lease."""
 
-    def __init__(self, settings: Settings, pool: AsyncConnectionPool[Any]) -> None:
-        self._settings = settings
+    def __init__(
+        self, config: RelayConfig, pool: AsyncConnectionPool[Any], lease: RelayLease | None = None
+    ) -> None:
+        self._config = config
         self._pool = pool
-        self._last: dict[int, int] = {}
+        self.lease = lease or RelayLease(config.lease_seconds)
+        self.chain = Chain()
+        self._dsn = str(pool.conninfo)
         self._lock_conn: psycopg.AsyncConnection[Any] | None = None
+        self._locked = False
+        self._watermarked_at = 0.0
+        self._watermarked = -1
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Stand by until leader, then publish until ``stop`` is set or leadership is lost."""
-        while not stop.is_set():
-            async with self._leadership(stop) as leading:
-                if not leading:
-                    return
-                LEADER.set(1)
-                log.info("relay_leader")
-                try:
-                    await self._lead(stop)
-                finally:
-                    LEADER.set(0)
-
-    @contextlib.asynccontextmanager
-    async def _leadership(self, stop: asyncio.Event) -> AsyncIterator[bool]:
-        """Hold the leader lock on a dedicated connection; False when stopped before."""
+        """Stand by until the lease is free, then publish; until ``stop`` is set."""
         announced = False
         while not stop.is_set():
             try:
-                conn = await psycopg.AsyncConnection.connect(self._settings.pg_dsn, autocommit=True)
-            except psycopg.OperationalError as exc:
+                locked = await self._session_lock()
+                async with self._pool.connection() as conn:
+                    leading = await self.lease.acquire(conn, force=locked)
+            except psycopg.Error as exc:
                 log.warning("relay_db_unavailable", error=str(exc))
                 await _sleep(stop, 1.0)
                 continue
-            try:
-                row = await (
-                    await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))
-                ).fetchone()
-                if row and row[0]:
-                    self._lock_conn = conn
-                    yield True
-                    return
+            if not leading:
                 if not announced:
-                    log.info("relay_standby")
+                    log.info("relay_standby", holder=self.lease.holder)
                     announced = True
+                await _sleep(stop, 1.0)
+                continue
+            announced = False
+            LEADER.set(1)
+            log.info("relay_leader", holder=self.lease.holder, token=self.lease.token)
+            try:
+                await self._lead(stop)
             finally:
-                await conn.close()
-            await _sleep(stop, 1.0)
-        yield False
+                LEADER.set(0)
+        with contextlib.suppress(psycopg.Error):
+            async with self._pool.connection() as conn:
+                await self.lease.release(conn)
+        if self._lock_conn is not None:
+            await self._lock_conn.close()
+
+    async def _session_lock(self) -> bool:
+        """Hold the advisory lock on a connection of its own; True when just taken.
+
+        Taking it means no other relay's session holds it: the leader died, so its lease can
+        be taken before it expires.
+        """
+        if self._lock_conn is not None and not self._lock_conn.closed:
+            if not self._lock_conn.broken and self._locked:
+                return False
+            await self._lock_conn.close()
+        if self._lock_conn is None or self._lock_conn.closed:
+            self._lock_conn = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, connect_timeout=3
+            )
+            self._locked = False
+        row = await (
+            await self._lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))
+        ).fetchone()
+        self._locked = bool(row and row[0])
+        return self._locked
 
     async def _lead(self, stop: asyncio.Event) -> None:
-        settings = self._settings
-        producer = make_producer(settings)
-        await producer.start()
+        """Publish until stopped or the lease is lost; Kafka errors are retried here."""
+        config = self._config
+        producer = make_producer(
+            config.bootstrap, config.idempotent_producer, config.kafka_timeout_ms
+        )
         try:
-            await self._load_partitions()
+            await self._bounded(producer.start())
+            await self._load_chain()
             checked = 0.0
             while not stop.is_set():
+                if self.lease.should_renew():
+                    async with self._pool.connection() as conn:
+                        await outbox.renew(conn, self.lease)
+                if not self.lease.may_act():
+                    raise LeaseLost("the lease ran out before it could be renewed")
                 if time.monotonic() - checked > 1.0:
-                    assert self._lock_conn is not None
-                    await self._lock_conn.execute("SELECT 1")  # still leader?
                     await self._update_gauges()
                     checked = time.monotonic()
                 try:
                     published = await self.publish_once(producer)
-                except KafkaError as exc:
+                    await self._watermarks(producer)
+                except (KafkaError, TimeoutError) as exc:
                     PUBLISH_ERRORS.inc()
-                    log.warning("relay_publish_failed", error=str(exc))
-                    await self._load_partitions()
+                    log.warning("relay_publish_failed", error=repr(exc))
                     await _sleep(stop, 1.0)
-                    with contextlib.suppress(KafkaError, OSError):
-                        await ensure_topic(settings)
+                    with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                        await self._bounded(
+                            ensure_topic(config.bootstrap, config.topic, config.partitions)
+                        )
+                    await self._load_chain()
                     continue
                 if not published:
-                    await _sleep(stop, settings.relay_poll_interval_ms / 1000)
-        except psycopg.OperationalError as exc:
-            log.error("relay_lost_database", error=str(exc))
+                    await _sleep(stop, config.poll_interval_ms / 1000)
+        except LeaseLost as exc:
+            TAKEOVERS.inc()
+            log.warning("relay_lease_lost", error=str(exc))
+        except (psycopg.Error, KafkaError, TimeoutError) as exc:
+            log.error("relay_stepping_down", error=repr(exc))
         finally:
-            await producer.stop()
-            if self._lock_conn is not None:
-                with contextlib.suppress(psycopg.Error):
-                    await self._lock_conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
 
     async def publish_once(self, producer: AIOKafkaProducer) -> int:
         """Publish one batch of outbox rows and delete them once acked; return how many."""
-        settings = self._settings
+        config = self._config
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_BATCH, (settings.relay_batch_size,))
-            rows = await cur.fetchall()
+            rows = await outbox.fetch_batch(conn, config.batch_size)
             if not rows:
                 return 0
-            partitions = len(await producer.partitions_for(settings.kafka_topic))
-            if partitions != settings.kafka_partitions:
-                log.error(
-                    "topic_partition_count_differs",
-                    topic=settings.kafka_topic,
-                    partitions=partitions,
-                    configured=settings.kafka_partitions,
-                )
-            last = dict(self._last)
+            partitions = len(await self._bounded(producer.partitions_for(config.topic)))
+            if partitions != self.chain.partitions:
+                await self._new_epoch(conn, partitions)
+            last = dict(self.chain.last)
             sends = []
             with tracing.spans_ended() as spans:
-                for position, key, type_name, envelope, traceparent, correlation_id in rows:
-                    partition = partition_for(key, partitions)
-                    headers = [
-                        ("type", type_name.encode()),
-                        ("position", str(position).encode()),
-                        ("prev", str(last.get(partition, 0)).encode()),
-                    ]
+                for row in rows:
+                    partition = partition_for(row.key, partitions)
                     span = tracing.start_message_span(
-                        traceparent,
-                        f"publish {settings.kafka_topic}",
+                        row.traceparent,
+                        f"publish {config.topic}",
                         SpanKind.PRODUCER,
-                        settings.kafka_topic,
+                        config.topic,
                         partition,
-                        position,
+                        row.position,
                     )
                     spans.append(span)
-                    # Tracing off here: pass the stored context on, the chain stays linked.
-                    sent_as = traceparent if span is None else tracing.traceparent_of(span)
-                    if sent_as:
-                        headers.append(("traceparent", sent_as.encode()))
-                    if correlation_id:
-                        headers.append(("correlation_id", correlation_id.encode()))
-                    last[partition] = position
+                    headers = self._headers(row, last.get(partition, 0), span)
+                    last[partition] = row.position
                     sends.append(
                         await producer.send(
-                            settings.kafka_topic,
-                            bytes(envelope),
-                            key=key.encode(),
+                            config.topic,
+                            row.envelope,
+                            key=row.key.encode(),
                             partition=partition,
-                            headers=headers,
+                            headers=encode_headers(headers),
                         )
                     )
-                await asyncio.gather(*sends)
-            changed = {p: pos for p, pos in last.items() if self._last.get(p) != pos}
-            async with conn.transaction():
-                await conn.execute(
-                    "DELETE FROM outbox WHERE position BETWEEN %s AND %s",
-                    (rows[0][0], rows[-1][0]),
-                )
-                await conn.execute(
-                    "INSERT INTO relay_partitions (partition, last_position)"
-                    " SELECT * FROM unnest(%s::int[], %s::int8[])"
-                    " ON CONFLICT (partition) DO UPDATE SET last_position = excluded.last_position",
-                    (list(changed), list(changed.values())),
-                )
-            self._last = last
+                await self._bounded(asyncio.gather(*sends))
+            changed = {p: pos for p, pos in last.items() if self.chain.last.get(p) != pos}
+            await outbox.commit_batch(
+                conn, self.lease, rows[0].position, rows[-1].position, changed
+            )
+            self.chain.last = last
         PUBLISHED.inc(len(rows))
         return len(rows)
 
-    async def _load_partitions(self) -> None:
+    def _headers(self, row: OutboxRow, prev: int, span: Any) -> MessageHeaders:
+        # Tracing off here: pass the stored context on, the chain stays linked.
+        sent_as = row.traceparent if span is None else tracing.traceparent_of(span)
+        return MessageHeaders(
+            position=row.position,
+            prev=prev,
+            epoch=self.chain.epoch,
+            partitions=self.chain.partitions,
+            type=row.type,
+            traceparent=sent_as,
+            correlation_id=row.correlation_id,
+        )
+
+    async def _watermarks(self, producer: AIOKafkaProducer) -> None:
+        """Tell every partition how far the relay has published, when due."""
+        published = self.chain.published
+        since = time.monotonic() - self._watermarked_at
+        moved = published > self._watermarked
+        if not self.chain.partitions or (
+            since < IDLE_WATERMARK_SECONDS
+            and not (moved and since >= self._config.watermark_interval_ms / 1000)
+        ):
+            return
+        sends = [
+            await producer.send(
+                self._config.topic,
+                b"",
+                partition=partition,
+                headers=encode_headers(
+                    MessageHeaders(
+                        kind=WATERMARK,
+                        position=published,
+                        prev=self.chain.last.get(partition, 0),
+                        epoch=self.chain.epoch,
+                        partitions=self.chain.partitions,
+                    )
+                ),
+            )
+            for partition in range(self.chain.partitions)
+        ]
+        await self._bounded(asyncio.gather(*sends))
+        self._watermarked_at = time.monotonic()
+        self._watermarked = published
+
+    async def _load_chain(self) -> None:
         async with self._pool.connection() as conn:
-            rows = await (
-                await conn.execute("SELECT partition, last_position FROM relay_partitions")
-            ).fetchall()
-        self._last = {int(p): int(pos) for p, pos in rows}
+            self.chain = await outbox.load_chain(conn)
+        EPOCH.set(self.chain.epoch)
+
+    async def _new_epoch(self, conn: psycopg.AsyncConnection[Any], partitions: int) -> None:
+        if partitions != self._config.partitions:
+            log.error(
+                "topic_partition_count_differs",
+                topic=self._config.topic,
+                partitions=partitions,
+                configured=self._config.partitions,
+            )
+        before = self.chain
+        self.chain = await outbox.start_epoch(conn, self.lease, partitions)
+        EPOCH.set(self.chain.epoch)
+        log.warning(
+            "relay_new_epoch",
+            epoch=self.chain.epoch,
+            partitions=partitions,
+            previous_partitions=before.partitions,
+            chain_restarts_at=self.chain.published,
+        )
+
+    async def _bounded(self, step: Any) -> Any:
+        """Await a Kafka call for at most the Kafka timeout (plus slack for retries)."""
+        return await asyncio.wait_for(step, self._config.kafka_timeout_ms / 1000 * 3)
 
     async def _update_gauges(self) -> None:
         async with self._pool.connection() as conn:
-            row = await (
-                await conn.execute(
-                    # Outbox positions are contiguous, so max - min + 1 counts them cheaply.
-                    "SELECT (SELECT max(position) - min(position) + 1 FROM outbox),"
-                    " (SELECT extract(epoch FROM now() - e.recorded_at) FROM outbox o"
-                    "  JOIN events e ON e.position = o.position ORDER BY o.position LIMIT 1)"
-                )
-            ).fetchone()
-        depth, age = row if row else (None, None)
-        OUTBOX_DEPTH.set(float(depth or 0))
-        OUTBOX_OLDEST.set(float(age or 0))
+            depth, age = await outbox.backlog(conn)
+        OUTBOX_DEPTH.set(depth)
+        OUTBOX_OLDEST.set(age)
 
 
-async def publish_all(settings: Settings, pool: AsyncConnectionPool[Any]) -> int:
-    """Publish the whole outbox once, as the leader does, without taking leadership.
+async def publish_all(config: RelayConfig, pool: AsyncConnectionPool[Any]) -> int:
+    """Publish the whole outbox once, as a leader does (taking the lease for it).
 
     For tests and benchmarks; return how many events were published.
     """
-    await ensure_topic(settings)
-    producer = make_producer(settings)
+    await ensure_topic(config.bootstrap, config.topic, config.partitions)
+    producer = make_producer(config.bootstrap, config.idempotent_producer, config.kafka_timeout_ms)
     await producer.start()
-    relay = OutboxRelay(settings, pool)
-    await relay._load_partitions()
+    relay = OutboxRelay(config, pool)
     total = 0
     try:
+        async with pool.connection() as conn:
+            if not await relay.lease.acquire(conn):
+                raise LeaseLost("another relay leads; stop it before publishing by hand")
+        await relay._load_chain()
         while published := await relay.publish_once(producer):
             total += published
+        relay._watermarked_at = 0.0
+        await relay._watermarks(producer)
     finally:
         await producer.stop()
+        async with pool.connection() as conn:
+            await relay.lease.release(conn)
     return total
 
 

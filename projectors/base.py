@@ -1,4 +1,4 @@
-"""What a projection is, for the runner: a name and an idempotent ``apply``."""
+"""What a projection is, for the runner: a name, an idempotent ``apply``, and its integrity."""
 
 from __future__ import annotations
 
@@ -17,13 +17,25 @@ class CannotApply(Exception):
         self.reason = reason
 
 
+class StoreBusy(Exception):
+    """The store refused the write for now (back-pressure, a blocked index): try again later."""
+
+
+class ReadModelLost(Exception):
+    """The store lost what this projection wrote (flushed, deleted): it must be rebuilt.
+
+    Raised after everything that could be applied was; what could not (a vote on a comment the
+    store no longer has) is left for the rebuild, which replays the whole log.
+    """
+
+
 class Projection(Protocol):
     """A read model fed by the log.
 
     ``apply`` must be idempotent per comment: it stores, atomically with each change, the
     position of the last event applied to that comment, and skips events at or below it. It
-    raises ``CannotApply`` for an event it can never apply; any other exception means "try
-    again later" (its store is down).
+    raises ``CannotApply`` for an event it can never apply, ``ReadModelLost`` when its store
+    lost its data; any other exception is classified by ``projectors.store_errors``.
     """
 
     name: str
@@ -34,6 +46,14 @@ class Projection(Protocol):
 
     async def apply(self, envelopes: Sequence[Envelope]) -> None:
         """Apply a batch of events, in order."""
+        ...
+
+    async def intact(self) -> bool:
+        """Does the store still hold what this projection wrote (its marker is there)?"""
+        ...
+
+    async def mark_intact(self) -> None:
+        """Set the marker: the projection starts from nothing, so what it holds is whole."""
         ...
 
     async def close(self) -> None:

@@ -7,6 +7,9 @@ from typing import Any
 from elasticsearch import AsyncElasticsearch
 from elasticsearch import BadRequestError as EsBadRequest
 
+from projectors.base import StoreBusy
+from projectors.store_errors import es_item_is_transient
+
 COMMENTS_ALIAS = "tally-comments"
 VOTES_ALIAS = "tally-votes"
 
@@ -67,3 +70,39 @@ async def ensure_votes_template(es: AsyncElasticsearch) -> None:
         index_patterns=[f"{VOTES_ALIAS}-*"],
         template={"mappings": VOTES_MAPPING},
     )
+
+
+async def mark_intact(es: AsyncElasticsearch, index: str) -> None:
+    """Mark ``index`` (or the index behind an alias) as whole, in its mapping's ``_meta``."""
+    await es.indices.put_mapping(index=index, meta={"tally_intact": True})
+
+
+async def is_intact(es: AsyncElasticsearch, alias: str) -> bool:
+    """Is ``alias`` an alias whose index carries the marker? (A deleted index loses both.)"""
+    if not await es.indices.exists_alias(name=alias):
+        return False
+    found = await es.indices.get_mapping(index=alias)
+    return any(
+        (body.get("mappings") or {}).get("_meta", {}).get("tally_intact")
+        for body in found.body.values()
+    )
+
+
+def refused_items(reply: Any) -> list[tuple[int, dict[str, Any]]]:
+    """(index in the request, result) of every bulk item that failed, a version conflict aside.
+
+    A conflict means a newer version is stored already: the write was not needed. A transient
+    failure (back-pressure, a blocked index) raises ``StoreBusy``; the rest are returned.
+    """
+    if not reply["errors"]:
+        return []
+    refused = []
+    for n, item in enumerate(reply["items"]):
+        result = next(iter(item.values()))
+        status = int(result.get("status", 200))
+        if status < 300 or status == 409:
+            continue
+        if es_item_is_transient(result):
+            raise StoreBusy(f"elasticsearch refused a write for now: {result.get('error')}")
+        refused.append((n, result))
+    return refused

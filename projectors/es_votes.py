@@ -1,6 +1,8 @@
 """The Elasticsearch vote analytics index: one document per vote event.
 
-The document id is the event id, so a replay or a redelivery writes the same document again.
+The document id is the event id, so a replay, a redelivery or a repair writes the same document
+again. The index keeps no per-comment position, so its loss is noticed by its ``intact`` marker
+and the reconciler looks for missing documents.
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ from typing import Any
 from elasticsearch import AsyncElasticsearch
 
 from projectors.base import CannotApply
-from projectors.es_indices import VOTES_ALIAS, VOTES_MAPPING, ensure_index, ensure_votes_template
+from projectors.es_indices import (
+    VOTES_ALIAS,
+    VOTES_MAPPING,
+    ensure_index,
+    ensure_votes_template,
+    is_intact,
+    mark_intact,
+    refused_items,
+)
+from projectors.judging import Finding
 from schemas.envelope import Envelope
 from schemas.events import VoteCast, VoteChanged, VoteRetracted
 
@@ -50,25 +61,55 @@ class EsVotesProjection:
         await ensure_votes_template(self._es)
         await ensure_index(self._es, self.alias, self._version, VOTES_MAPPING)
 
+    async def intact(self) -> bool:
+        """Is the index behind the alias the one this projection filled?"""
+        return await is_intact(self._es, self.alias)
+
+    async def mark_intact(self) -> None:
+        """Mark the index as whole (it is filled from nothing)."""
+        await mark_intact(self._es, self.alias)
+
     async def apply(self, envelopes: Sequence[Envelope]) -> None:
         """Index every vote event of the batch under its event id."""
+        sources = [e for e in envelopes if vote_document(e) is not None]
+        refused = await self._index(sources)
+        if refused:
+            envelope, result = refused[0]
+            raise CannotApply(envelope, f"elasticsearch refused: {result}")
+
+    async def reconcile(
+        self, histories: dict[str, list[Envelope]], low_water: int, repair: bool
+    ) -> list[Finding]:
+        """Find vote events at or below ``low_water`` without their document; index them."""
+        due = [
+            e
+            for history in histories.values()
+            for e in history
+            if e.position <= low_water and vote_document(e) is not None
+        ]
+        if not due:
+            return []
+        found = await self._es.mget(index=self.alias, ids=[str(e.event_id) for e in due])
+        have = {d["_id"] for d in found["docs"] if d.get("found")}
+        missing = [e for e in due if str(e.event_id) not in have]
+        if repair and missing:
+            await self._index(missing)
+        return [
+            Finding(self.name, str(e.event.comment_id), f"no document for vote event {e.event_id}")
+            for e in missing
+        ]
+
+    async def _index(self, envelopes: Sequence[Envelope]) -> list[tuple[Envelope, Any]]:
+        """Index the vote documents of ``envelopes``; return those refused for good."""
         operations: list[dict[str, Any]] = []
-        sources = []
         for envelope in envelopes:
             document = vote_document(envelope)
-            if document is not None:
-                operations += [
-                    {"index": {"_index": self.alias, "_id": document["event_id"]}},
-                    document,
-                ]
-                sources.append(envelope)
+            assert document is not None
+            operations += [{"index": {"_index": self.alias, "_id": document["event_id"]}}, document]
         if not operations:
-            return
+            return []
         reply = await self._es.bulk(operations=operations)
-        if reply["errors"]:
-            for item, envelope in zip(reply["items"], sources, strict=True):
-                if item["index"].get("status", 200) >= 300:
-                    raise CannotApply(envelope, f"elasticsearch refused: {item['index']}")
+        return [(envelopes[n], result) for n, result in refused_items(reply)]
 
     async def close(self) -> None:
         """Nothing to release: the client belongs to the caller."""

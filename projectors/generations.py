@@ -18,15 +18,12 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from projectors.redis_keys import generation_pattern, pointer_key
+
 # Readers cache the pointer this long; a rebuild waits longer before it stops updating the
 # retiring generation.
 READER_CACHE_SECONDS = 0.5
 GRACE_SECONDS = 2.0
-
-
-def pointer_key(base: str) -> str:
-    """The hash naming the live generation."""
-    return f"tally:generation:{base}"
 
 
 def next_generation(base: str, current: str) -> str:
@@ -101,6 +98,6 @@ async def scan_batches(redis: Redis, pattern: str, size: int = 5000) -> AsyncIte
 async def delete_generation(redis: Redis, generation: str) -> int:
     """Delete every key of ``generation``, live or not; returns how many."""
     dropped = 0
-    async for keys in scan_batches(redis, f"tally:g{generation}:*"):
+    async for keys in scan_batches(redis, generation_pattern(generation)):
         dropped += await redis.unlink(*keys)
     return dropped

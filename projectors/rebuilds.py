@@ -14,6 +14,7 @@ import structlog
 from elasticsearch import AsyncElasticsearch, NotFoundError
 from redis.asyncio import Redis
 
+from projectors import es_indices, redis_scores
 from projectors.base import Projection
 from projectors.generations import GRACE_SECONDS, Generations, next_generation
 from projectors.redis_scores import RedisRebuild
@@ -84,8 +85,9 @@ class RedisGenerationRebuild:
         log.info("generation_ranked", generation=self._target.generation, comments=ranked)
 
     async def switch(self) -> str:
-        """Point readers and the live projector at the new generation."""
+        """Point readers and the live projector at the new generation, marked whole."""
         assert self._target is not None, "begin() first"
+        await redis_scores.mark_intact(self._redis, self._target.generation)
         return await self._generations.switch(self._target.generation)
 
     async def finish(self, old: str, keep: bool) -> None:
@@ -151,12 +153,16 @@ class IndexRebuild:
     async def switch(self) -> str:
         """Move the alias in one request: readers see the old index or the new, never none."""
         await self._es.indices.refresh(index=self._index)
+        await es_indices.mark_intact(self._es, self._index)
         live = await self.live_index()
         if live == self._index:
             return live
         actions: list[dict[str, Any]] = [{"add": {"index": self._index, "alias": self._alias}}]
         if live is not None:
             actions.insert(0, {"remove": {"index": live, "alias": self._alias}})
+        elif await self._es.indices.exists(index=self._alias):
+            # The index was lost and a write recreated the alias's name as a plain index.
+            actions.insert(0, {"remove_index": {"index": self._alias}})
         await self._es.indices.update_aliases(actions=actions)
         return live or self._index
 

@@ -4,9 +4,12 @@
 -- ARGV[1]: pub/sub channel ('' publishes nothing); then per event, 8 values:
 --   key index of the comment hash, kind (P posted, E edited, D deleted, V vote), position,
 --   value, previous, created ms, user id, comment id.
--- Returns the number of events applied (the rest were at or below the comment's position).
+-- Returns the ids of comments that got an edit, delete or vote but have no hash: Redis lost
+-- them (flushed, evicted). Those events are not applied (counting a vote on nothing would
+-- show negative counts); the caller has the generation rebuilt. Events at or below a comment's
+-- position are skipped.
 local channel = ARGV[1]
-local applied = 0
+local lost = {}
 
 local i = 2
 while i <= #ARGV do
@@ -17,8 +20,9 @@ while i <= #ARGV do
   local created, user, cid = tonumber(ARGV[i + 5]), ARGV[i + 6], ARGV[i + 7]
   i = i + 8
   local state = redis.call('HMGET', ck, 'pos', 'up', 'down', 'created', 'deleted')
-  if pos > tonumber(state[1] or '0') then
-    applied = applied + 1
+  if not state[1] and kind ~= 'P' then
+    lost[#lost + 1] = cid
+  elseif pos > tonumber(state[1] or '0') then
     local up, down = tonumber(state[2] or '0'), tonumber(state[3] or '0')
     local born, deleted = tonumber(state[4] or '0'), state[5] == '1'
     if kind == 'P' then
@@ -44,4 +48,4 @@ while i <= #ARGV do
     end
   end
 end
-return applied
+return lost

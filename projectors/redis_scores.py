@@ -1,34 +1,33 @@
 """The Redis projection: live counters, per-user votes and rankings per commentable.
 
-Keys (``g`` is the generation, so a rebuild can fill a new keyspace and switch; see
-``projectors.generations``):
+Keys are defined in ``projectors.redis_keys``. One Lua call per batch and commentable applies
+the events, checks and stores each comment's last position in the same call, and publishes
+every score change on the commentable's live channel. A rebuild (``RedisRebuild``) folds each
+batch per comment first and merges the result instead. The reconciler's repairs go through a
+script with the same position guard, so a repair never moves a comment backwards.
 
-- ``tally:g<g>:{<commentable>}:c:<comment>``: hash ``up down score pos created deleted``
-- ``tally:g<g>:{<commentable>}:v:<comment>``: hash user -> vote (-1 or 1)
-- ``tally:g<g>:{<commentable>}:rank:<sort>``: sorted sets for top, new, best, controversial, hot
-- ``tally:g<g>:where:<comment>``: the comment's commentable (so a reader can find the keys)
-- ``tally:g<g>:checkpoint``: the highest position applied (only ever raised)
-
-One Lua call per batch and commentable applies the events, checks and stores each comment's
-last position in the same call, and publishes every score change on ``tally:live:<commentable>``.
-A rebuild (``RedisRebuild``) folds each batch per comment first and merges the result instead.
+A vote, edit or delete of a comment Redis does not have means Redis lost its data (flushed,
+restarted empty, evicted): it is not applied (a vote on nothing would show negative counts),
+and ``ReadModelLost`` asks for a rebuild. So does a generation without its ``intact`` marker.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from projectors.base import CannotApply
+from projectors import redis_keys
+from projectors.base import CannotApply, ReadModelLost
 from projectors.compaction import CommentChange, compact
 from projectors.generations import Generations, scan_batches
-from projectors.ranking import SORTS
+from projectors.judging import Finding, StoredComment, judge, truth_at
+from projectors.store_errors import redis_reply_is_transient
 from schemas.envelope import Envelope
 from schemas.events import CommentDeleted, CommentEdited, CommentPosted
 
@@ -41,6 +40,7 @@ def _script(name: str) -> str:
 SCRIPT = _script("redis_scores.lua")
 MERGE_SCRIPT = _script("redis_merge.lua")
 RERANK_SCRIPT = _script("redis_rerank.lua")
+REPAIR_SCRIPT = _script("redis_repair.lua")
 _RAISE = (
     "if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then"
     " redis.call('SET', KEYS[1], ARGV[1]) end"
@@ -48,30 +48,6 @@ _RAISE = (
 _KIND = {CommentPosted: "P", CommentEdited: "E", CommentDeleted: "D"}
 _CALLS_PER_PIPELINE = 500
 _msgpack = msgspec.msgpack.Encoder()
-
-
-def prefix(generation: str, commentable_id: str) -> str:
-    """The key prefix of one commentable in one generation."""
-    return f"tally:g{generation}:{{{commentable_id}}}:"
-
-
-def where_key(generation: str, comment_id: object) -> str:
-    """The key holding a comment's commentable."""
-    return f"tally:g{generation}:where:{comment_id}"
-
-
-def checkpoint_key(generation: str) -> str:
-    """The key holding the highest position the Redis projection applied."""
-    return f"tally:g{generation}:checkpoint"
-
-
-def live_channel(commentable_id: str) -> str:
-    """The pub/sub channel with a commentable's score changes."""
-    return f"tally:live:{commentable_id}"
-
-
-def _ranking_keys(base: str) -> list[str]:
-    return [f"{base}rank:{sort}" for sort in SORTS]
 
 
 async def _run_script(
@@ -94,10 +70,11 @@ async def _record(redis: Redis, generation: str, envelopes: Sequence[Envelope]) 
         for envelope in envelopes:
             if isinstance(envelope.event, CommentPosted):
                 pipe.set(
-                    where_key(generation, envelope.event.comment_id), envelope.event.commentable_id
+                    redis_keys.where_key(generation, envelope.event.comment_id),
+                    envelope.event.commentable_id,
                 )
         last = max(e.position for e in envelopes)
-        pipe.eval(_RAISE, 1, checkpoint_key(generation), str(last))
+        pipe.eval(_RAISE, 1, redis_keys.checkpoint_key(generation), str(last))
         await pipe.execute()
 
 
@@ -110,34 +87,129 @@ class RedisScoresProjection:
         self._redis = redis
         self.generations = Generations(redis, generation)
         self._sha = ""
+        self._repair_sha = ""
 
     async def setup(self) -> None:
-        """Load the Lua script."""
+        """Load the Lua scripts."""
         self._sha = await self._redis.script_load(SCRIPT)
+        self._repair_sha = await self._redis.script_load(REPAIR_SCRIPT)
 
     async def apply(self, envelopes: Sequence[Envelope]) -> None:
         """Apply to every generation the pointer says is written; publish from the live one."""
+        lost: list[str] = []
         for index, generation in enumerate(await self.generations.written()):
-            await self.apply_to(generation, envelopes, publish=index == 0)
+            lost += await self.apply_to(generation, envelopes, publish=index == 0)
+        if lost:
+            raise ReadModelLost(f"redis has lost comments {sorted(set(lost))[:5]}")
 
     async def apply_to(
         self, generation: str, envelopes: Sequence[Envelope], publish: bool = True
-    ) -> None:
-        """One Lua call per commentable in the batch, sent in one pipeline."""
+    ) -> list[str]:
+        """One Lua call per commentable in the batch, sent in one pipeline.
+
+        Returns the comments Redis has lost (their events were not applied).
+        """
         by_commentable: dict[str, list[Envelope]] = defaultdict(list)
         for envelope in envelopes:
             by_commentable[envelope.event.commentable_id].append(envelope)
         calls = [self._call(generation, c, events, publish) for c, events in by_commentable.items()]
         try:
             try:
-                await _run_script(self._redis, self._sha, calls)
+                results = await _run_script(self._redis, self._sha, calls)
             except NoScriptError:
                 await self.setup()
-                await _run_script(self._redis, self._sha, calls)
+                results = await _run_script(self._redis, self._sha, calls)
         except ResponseError as exc:
+            if redis_reply_is_transient(str(exc)):
+                raise  # OOM, READONLY, BUSY...: Redis cannot write now, the events are fine
             # A script error is about the data of these events: find the one that fails.
             raise CannotApply(envelopes[0], f"redis script failed: {exc}") from exc
         await _record(self._redis, generation, envelopes)
+        return [cid.decode() for found in results for cid in found]
+
+    async def intact(self) -> bool:
+        """Is the live generation's ``intact`` marker there?"""
+        generation = await self.generations.current()
+        return bool(await self._redis.exists(redis_keys.intact_key(generation)))
+
+    async def mark_intact(self) -> None:
+        """Mark the live generation as whole (it is filled from nothing)."""
+        await mark_intact(self._redis, await self.generations.current())
+
+    async def reconcile(
+        self, histories: dict[str, list[Envelope]], low_water: int, repair: bool
+    ) -> list[Finding]:
+        """Compare each comment with the fold of its history; repair it when asked."""
+        generation = await self.generations.current()
+        items = [(cid, h) for cid, h in histories.items() if h]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for comment_id, history in items:
+                commentable = history[0].event.commentable_id
+                pipe.hmget(
+                    redis_keys.comment_key(generation, commentable, comment_id),
+                    ["up", "down", "deleted", "pos"],
+                )
+                pipe.hgetall(redis_keys.votes_key(generation, commentable, comment_id))
+            rows = await pipe.execute()
+        findings = []
+        for n, (comment_id, history) in enumerate(items):
+            raw, votes = rows[2 * n], rows[2 * n + 1]
+            stored = None
+            if raw[3] is not None:
+                stored = StoredComment(
+                    position=int(raw[3]),
+                    up=int(raw[0] or 0),
+                    down=int(raw[1] or 0),
+                    deleted=raw[2] == b"1",
+                    votes={u.decode(): int(v) for u, v in votes.items()},
+                )
+            detail = judge(stored, history, low_water)
+            if detail:
+                findings.append(Finding(self.name, comment_id, detail))
+        if repair and findings:
+            wrong = {f.comment_id for f in findings}
+            for written in await self.generations.written():
+                await self._repair(written, [histories[c] for c in wrong])
+        return findings
+
+    async def _repair(self, generation: str, histories: Iterable[list[Envelope]]) -> None:
+        """Write each comment's fold, guarded by position, one call per commentable."""
+        by_commentable: dict[str, list[list[object]]] = defaultdict(list)
+        keys_of: dict[str, list[str]] = {}
+        for history in histories:
+            truth = truth_at(history)
+            if truth is None:
+                continue
+            view = truth.view
+            commentable = view.commentable_id
+            keys = keys_of.setdefault(commentable, redis_keys.ranking_keys(generation, commentable))
+            by_commentable[commentable].append(
+                [
+                    len(keys) + 1,
+                    str(view.comment_id),
+                    view.position,
+                    int(view.created_at.timestamp() * 1000) if view.created_at else 0,
+                    int(view.deleted),
+                    view.up,
+                    view.down,
+                    [x for pair in truth.votes.items() for x in pair],
+                ]
+            )
+            keys += [
+                redis_keys.comment_key(generation, commentable, view.comment_id),
+                redis_keys.votes_key(generation, commentable, view.comment_id),
+            ]
+        calls = [(keys_of[c], [_msgpack.encode(t)]) for c, t in by_commentable.items()]
+        try:
+            await _run_script(self._redis, self._repair_sha, calls)
+        except NoScriptError:
+            await self.setup()
+            await _run_script(self._redis, self._repair_sha, calls)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for commentable, rows in by_commentable.items():
+                for row in rows:
+                    pipe.set(redis_keys.where_key(generation, row[1]), commentable)
+            await pipe.execute()
 
     async def close(self) -> None:
         """Nothing to release: the client belongs to the caller."""
@@ -146,16 +218,18 @@ class RedisScoresProjection:
     def _call(
         generation: str, commentable_id: str, envelopes: list[Envelope], publish: bool
     ) -> tuple[list[str], list[str]]:
-        base = prefix(generation, commentable_id)
-        keys = _ranking_keys(base)
+        keys = redis_keys.ranking_keys(generation, commentable_id)
         index: dict[str, int] = {}
-        args: list[str] = [live_channel(commentable_id) if publish else ""]
+        args: list[str] = [redis_keys.live_channel(commentable_id) if publish else ""]
         for envelope in envelopes:
             event = envelope.event
             comment_id = str(event.comment_id)
             if comment_id not in index:
                 index[comment_id] = len(keys) + 1
-                keys += [f"{base}c:{comment_id}", f"{base}v:{comment_id}"]
+                keys += [
+                    redis_keys.comment_key(generation, commentable_id, comment_id),
+                    redis_keys.votes_key(generation, commentable_id, comment_id),
+                ]
             kind = _KIND.get(type(event), "V")
             value = getattr(event, "value", 0)
             previous = getattr(event, "previous", 0)
@@ -164,6 +238,11 @@ class RedisScoresProjection:
             fields = (index[comment_id], kind, envelope.position, value, previous, created)
             args += [*map(str, fields), user, comment_id]
         return keys, args
+
+
+async def mark_intact(redis: Redis, generation: str) -> None:
+    """Set a generation's ``intact`` marker."""
+    await cast(Awaitable[Any], redis.set(redis_keys.intact_key(generation), "1"))
 
 
 class RedisRebuild:
@@ -193,7 +272,7 @@ class RedisRebuild:
     async def rank_all(self) -> int:
         """Rank every comment of the generation from its counts; from now on, rank as we go."""
         ranked = 0
-        async for keys in scan_batches(self._redis, f"tally:g{self.generation}:where:*"):
+        async for keys in scan_batches(self._redis, redis_keys.where_pattern(self.generation)):
             commentables = await self._redis.mget(keys)
             by_commentable: dict[str, list[str]] = defaultdict(list)
             for key, commentable in zip(keys, commentables, strict=True):
@@ -201,8 +280,9 @@ class RedisRebuild:
                     by_commentable[commentable.decode()].append(key.decode().rsplit(":", 1)[1])
             calls = []
             for commentable_id, comment_ids in by_commentable.items():
-                base = prefix(self.generation, commentable_id)
-                keys_ = _ranking_keys(base) + [f"{base}c:{c}" for c in comment_ids]
+                keys_ = redis_keys.ranking_keys(self.generation, commentable_id) + [
+                    redis_keys.comment_key(self.generation, commentable_id, c) for c in comment_ids
+                ]
                 calls.append((keys_, comment_ids))
             await _run_script(self._redis, self._rerank_sha, calls)
             ranked += sum(len(c) for _, c in calls)
@@ -223,14 +303,17 @@ class RedisRebuild:
         redo = {cid.decode() for found in results for cid in found}
         if redo:
             again = [e for e in envelopes if str(e.event.comment_id) in redo]
-            await self._events.apply_to(self.generation, again, publish=False)
+            lost = await self._events.apply_to(self.generation, again, publish=False)
+            if lost:
+                raise ReadModelLost(
+                    f"generation {self.generation} lost comments during its rebuild"
+                )
         await _record(self._redis, self.generation, envelopes)
 
     def _call(
         self, commentable_id: str, changes: Iterable[tuple[str, CommentChange]]
     ) -> tuple[list[str], list[Any]]:
-        base = prefix(self.generation, commentable_id)
-        keys = _ranking_keys(base)
+        keys = redis_keys.ranking_keys(self.generation, commentable_id)
         packed: list[list[object]] = []
         for comment_id, c in changes:
             packed.append(
@@ -246,6 +329,9 @@ class RedisRebuild:
                     [x for pair in c.votes.items() for x in pair],
                 ]
             )
-            keys += [f"{base}c:{comment_id}", f"{base}v:{comment_id}"]
+            keys += [
+                redis_keys.comment_key(self.generation, commentable_id, comment_id),
+                redis_keys.votes_key(self.generation, commentable_id, comment_id),
+            ]
         args = ["1" if self.ranking else "0", _msgpack.encode(packed)]
         return keys, args

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from event_store.postgres import PostgresEventStore
 from projectors.fold import CommentView, fold, user_votes
-from projectors.redis_scores import checkpoint_key, prefix
+from projectors.redis_keys import checkpoint_key, comment_key, votes_key
 from schemas.envelope import Envelope
 from schemas.events import VoteCast, VoteChanged, VoteRetracted
 
@@ -81,9 +81,11 @@ async def verify_redis(
         chunk = items[start : start + 1000]
         async with redis.pipeline(transaction=False) as pipe:
             for view in chunk:
-                base = prefix(generation, view.commentable_id)
-                pipe.hmget(f"{base}c:{view.comment_id}", ["up", "down", "score", "deleted", "pos"])
-                pipe.hgetall(f"{base}v:{view.comment_id}")
+                pipe.hmget(
+                    comment_key(generation, view.commentable_id, view.comment_id),
+                    ["up", "down", "score", "deleted", "pos"],
+                )
+                pipe.hgetall(votes_key(generation, view.commentable_id, view.comment_id))
             rows = await pipe.execute()
         for n, view in enumerate(chunk):
             raw, stored_votes = rows[2 * n], rows[2 * n + 1]

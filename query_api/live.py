@@ -20,7 +20,7 @@ from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from prometheus_client import Gauge
 
-from projectors.redis_scores import live_channel, prefix
+from projectors.redis_keys import live_channel, prefix
 
 HEARTBEAT_S = 15.0
 RESUME_LIMIT = 2000

@@ -19,7 +19,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from projectors.generations import Generations
-from projectors.redis_scores import checkpoint_key, prefix, where_key
+from projectors.redis_keys import checkpoint_key, comment_key, prefix, votes_key, where_key
 from tally.coalesce import TickBatcher
 
 
@@ -82,12 +82,12 @@ class RedisReads:
         fields = ["up", "down", "score", "pos", "deleted"]
         if len(known) == 1:  # the hot path: no pipeline machinery for one key
             comment_id, commentable = known[0]
-            key = f"{prefix(generation, commentable)}c:{comment_id}"
+            key = comment_key(generation, commentable, comment_id)
             rows = [await cast(Awaitable[list[Any]], self.redis.hmget(key, fields))]
         else:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for comment_id, commentable in known:
-                    pipe.hmget(f"{prefix(generation, commentable)}c:{comment_id}", fields)
+                    pipe.hmget(comment_key(generation, commentable, comment_id), fields)
                 rows = await pipe.execute()
         return {
             comment_id: Score(
@@ -109,7 +109,7 @@ class RedisReads:
         async with self.redis.pipeline(transaction=False) as pipe:
             for comment_id, commentable in zip(comment_ids, where, strict=True):
                 if commentable is not None:
-                    pipe.hget(f"{prefix(generation, commentable)}v:{comment_id}", user_id)
+                    pipe.hget(votes_key(generation, commentable, comment_id), user_id)
             values = iter(await pipe.execute())
         return {
             comment_id: int(next(values) or 0) if commentable is not None else 0

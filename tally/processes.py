@@ -7,13 +7,22 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 
-def spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Run ``tally ARGV...`` in the background, with ``env`` added to this environment."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "tally.cli", *argv], env={**os.environ, **(env or {})}
-    )
+def spawn(
+    argv: list[str], env: dict[str, str] | None = None, output: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Run ``tally ARGV...`` in the background, with ``env`` added to this environment.
+
+    Its stdout and stderr go to ``output`` (appended) when given, else to ours.
+    """
+    command = [sys.executable, "-m", "tally.cli", *argv]
+    environment = {**os.environ, **(env or {})}
+    if output is None:
+        return subprocess.Popen(command, env=environment)
+    with open(output, "ab") as log:
+        return subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], port: int, seconds: float = 60) -> None:

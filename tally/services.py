@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import structlog
 from elasticsearch import AsyncElasticsearch
@@ -18,19 +19,25 @@ from prometheus_client import start_http_server
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from event_store.relay import OutboxRelay
+from event_store.postgres import PostgresEventStore, connection_options
+from event_store.relay import OutboxRelay, RelayConfig
 from projectors.base import Projection
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_indices import COMMENTS_MAPPING, VOTES_MAPPING
 from projectors.es_votes import EsVotesProjection
+from projectors.fence import SwitchFence
+from projectors.rebuilder import Rebuilder
 from projectors.rebuilds import IndexRebuild, Rebuild, RedisGenerationRebuild
+from projectors.reconciler import Reconcilable, Reconciler, ReconcilerConfig
 from projectors.redis_scores import RedisScoresProjection
-from projectors.runner import ProjectorRunner
+from projectors.runner import ProjectorRunner, RunnerConfig
 from tally.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 PROJECTIONS = ("redis", "comments", "votes")
+# Back-end statements read and write in bulk (heals read whole ranges): bounded, but generously.
+BACKEND_STATEMENT_MS = 120_000
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -61,7 +68,8 @@ async def open_pool(settings: Settings, name: str) -> AsyncIterator[AsyncConnect
         max_size=4,
         open=False,
         name=name,
-        kwargs={"autocommit": True},
+        timeout=30,
+        kwargs=connection_options(settings.pg_connect_timeout_seconds, BACKEND_STATEMENT_MS),
     )
     await pool.open()
     try:
@@ -75,16 +83,61 @@ async def run_relay(settings: Settings) -> None:
     stop = stop_on_signals()
     serve_metrics(settings.relay_metrics_port, settings.metrics_host)
     async with open_pool(settings, "relay") as pool:
-        await OutboxRelay(settings, pool).run(stop)
+        await OutboxRelay(relay_config(settings), pool).run(stop)
+
+
+def relay_config(settings: Settings) -> RelayConfig:
+    """The relay's part of the settings."""
+    return RelayConfig(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.kafka_topic,
+        partitions=settings.kafka_partitions,
+        idempotent_producer=settings.kafka_idempotent_producer,
+        batch_size=settings.relay_batch_size,
+        poll_interval_ms=settings.relay_poll_interval_ms,
+        lease_seconds=settings.relay_lease_seconds,
+        watermark_interval_ms=settings.relay_watermark_interval_ms,
+        kafka_timeout_ms=settings.kafka_timeout_ms,
+    )
+
+
+def runner_config(settings: Settings) -> RunnerConfig:
+    """A projector runner's part of the settings."""
+    return RunnerConfig(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.kafka_topic,
+        dlq_topic=settings.kafka_dlq_topic,
+        group_prefix=settings.kafka_group_prefix,
+        partitions=settings.kafka_partitions,
+        batch_size=settings.projector_batch_size,
+        kafka_timeout_ms=settings.kafka_timeout_ms,
+    )
+
+
+def reconciler_config(settings: Settings) -> ReconcilerConfig:
+    """The reconciler's part of the settings."""
+    return ReconcilerConfig(
+        interval_seconds=settings.reconcile_interval_seconds,
+        recent_limit=settings.reconcile_recent_limit,
+        sweep_batch=settings.reconcile_sweep_batch,
+    )
 
 
 @contextlib.asynccontextmanager
 async def open_stores(
     settings: Settings, es_timeout: float
 ) -> AsyncIterator[tuple[Redis, AsyncElasticsearch]]:
-    """Clients of the read-model stores, closed afterwards."""
-    redis = Redis.from_url(settings.redis_url)
-    es = AsyncElasticsearch(settings.es_url, request_timeout=es_timeout)
+    """Clients of the read-model stores, closed afterwards; every call has a deadline."""
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=max(es_timeout, 5),
+        socket_connect_timeout=2,
+        health_check_interval=10,
+        max_connections=64,
+    )
+    es = AsyncElasticsearch(
+        settings.es_url, request_timeout=es_timeout, retry_on_timeout=False, max_retries=0
+    )
     try:
         yield redis, es
     finally:
@@ -96,44 +149,111 @@ async def open_stores(
 async def open_projections(settings: Settings, names: list[str]) -> AsyncIterator[list[Projection]]:
     """Build the named projections with their clients; close the clients afterwards."""
     async with open_stores(settings, es_timeout=30) as (redis, es):
-        available: dict[str, Projection] = {
-            "redis": RedisScoresProjection(redis, settings.redis_generation),
-            "comments": EsCommentsProjection(es, settings.es_comments_alias),
-            "votes": EsVotesProjection(es, settings.es_votes_alias),
-        }
-        yield [available[name] for name in names]
+        yield build_projections(settings, names, redis, es)
+
+
+def rebuild_of(settings: Settings, name: str, redis: Redis, es: AsyncElasticsearch) -> Rebuild:
+    """The rebuild of one projection, on the given clients."""
+    if name == "redis":
+        return RedisGenerationRebuild(redis, settings.redis_generation)
+    if name == "comments":
+        return IndexRebuild(
+            "comments",
+            es,
+            settings.es_comments_alias,
+            COMMENTS_MAPPING,
+            lambda index: EsCommentsProjection(es, index),
+        )
+    return IndexRebuild(
+        "votes",
+        es,
+        settings.es_votes_alias,
+        VOTES_MAPPING,
+        lambda index: EsVotesProjection(es, index),
+    )
 
 
 @contextlib.asynccontextmanager
 async def open_rebuilds(settings: Settings, names: list[str]) -> AsyncIterator[list[Rebuild]]:
     """Rebuild targets for the named projections, with their clients."""
     async with open_stores(settings, es_timeout=60) as (redis, es):
-        available: dict[str, Rebuild] = {
-            "redis": RedisGenerationRebuild(redis, settings.redis_generation),
-            "comments": IndexRebuild(
-                "comments",
-                es,
-                settings.es_comments_alias,
-                COMMENTS_MAPPING,
-                lambda index: EsCommentsProjection(es, index),
-            ),
-            "votes": IndexRebuild(
-                "votes",
-                es,
-                settings.es_votes_alias,
-                VOTES_MAPPING,
-                lambda index: EsVotesProjection(es, index),
-            ),
-        }
-        yield [available[name] for name in names]
+        yield [rebuild_of(settings, name, redis, es) for name in names]
 
 
 async def run_projectors(settings: Settings, names: list[str]) -> None:
-    """``tally project NAME...``: one runner per projection, in one process."""
+    """``tally project NAME...``: per projection a runner, a reconciler and a rebuilder.
+
+    A bug in any of them stops the process (loudly, non-zero): ``tally run`` or the
+    orchestrator restarts it. Outages of the stores are waited out inside.
+    """
     stop = stop_on_signals()
     serve_metrics(settings.projector_metrics_port, settings.metrics_host)
     async with (
         open_pool(settings, "projectors") as pool,
-        open_projections(settings, names) as projections,
+        open_stores(settings, es_timeout=30) as (redis, es),
     ):
-        await asyncio.gather(*(ProjectorRunner(p, settings, pool).run(stop) for p in projections))
+        store = PostgresEventStore(pool)
+        tasks = []
+        rebuilders = []
+        for projection in build_projections(settings, names, redis, es):
+            name = projection.name
+            rebuilder = Rebuilder(
+                name, settings.pg_dsn, functools.partial(rebuild_of, settings, name, redis, es)
+            )
+            rebuilders.append(rebuilder)
+            runner = projector_runner(settings, projection, pool, rebuilder.trigger)
+            reconciler = Reconciler(
+                cast(Reconcilable, projection),
+                store,
+                SwitchFence(settings.pg_dsn, name),
+                functools.partial(getattr, runner, "applied_low_water"),
+                reconciler_config(settings),
+            )
+            tasks += [runner.run(stop), reconciler.run(stop)]
+        try:
+            await _until_one_fails(tasks, stop)
+        finally:
+            for rebuilder in rebuilders:
+                await rebuilder.close()
+
+
+def projector_runner(
+    settings: Settings,
+    projection: Projection,
+    pool: AsyncConnectionPool[Any],
+    on_lost: Callable[[], Awaitable[None]] | None = None,
+) -> ProjectorRunner:
+    """A runner feeding ``projection`` from the events topic."""
+    return ProjectorRunner(
+        projection,
+        runner_config(settings),
+        pool,
+        PostgresEventStore(pool),
+        SwitchFence(settings.pg_dsn, projection.name),
+        on_lost,
+    )
+
+
+async def _until_one_fails(jobs: list[Any], stop: asyncio.Event) -> None:
+    """Run ``jobs`` until ``stop``; the first that fails stops the others and is raised."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    errors = [t.exception() for t in done if not t.cancelled()]
+    failure = next((e for e in errors if e is not None), None)
+    if failure is not None:
+        stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if failure is not None:
+        raise failure
+
+
+def build_projections(
+    settings: Settings, names: list[str], redis: Redis, es: AsyncElasticsearch
+) -> list[Projection]:
+    """The named projections on the given clients."""
+    available: dict[str, Projection] = {
+        "redis": RedisScoresProjection(redis, settings.redis_generation),
+        "comments": EsCommentsProjection(es, settings.es_comments_alias),
+        "votes": EsVotesProjection(es, settings.es_votes_alias),
+    }
+    return [available[name] for name in names]

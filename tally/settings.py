@@ -43,6 +43,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     pg_pool_min: int = 2
     pg_pool_max: int = 8
+    # Every client call is bounded: connects, statements, Redis replies, whole commands.
+    pg_connect_timeout_seconds: float = 3.0
+    pg_statement_timeout_ms: int = 5000
+    redis_timeout_ms: int = 500
+    rate_limit_timeout_ms: int = 50
+    command_deadline_ms: int = 5000
+    group_commit_max_queue: int = 4096
     group_commit: bool = True
     group_commit_max_wait_ms: float = 2.0
     group_commit_max_batch: int = 256
@@ -60,11 +67,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_group_prefix: str = "tally"
     # Real Kafka: turn on. The local Tansu broker rejects idempotent producers (InitProducerId).
     kafka_idempotent_producer: bool = False
+    kafka_timeout_ms: int = 10_000
     relay_batch_size: int = 2000
     relay_poll_interval_ms: float = 20.0
     relay_metrics_port: int = 9101
+    # A leader that stops renewing for this long is replaced by a standby.
+    relay_lease_seconds: float = 10.0
+    relay_watermark_interval_ms: float = 200.0
     projector_batch_size: int = 2000
     projector_metrics_port: int = 9102
+    # Continuous reconciliation (projectors.reconciler): a pass every interval checks the
+    # comments touched since the last one (up to the limit) and the next sweep batch.
+    reconcile_interval_seconds: float = 5.0
+    reconcile_recent_limit: int = 500
+    reconcile_sweep_batch: int = 200
     metrics_host: str = (
         "127.0.0.1"  # where relay and projectors serve /metrics (0.0.0.0 in compose)
     )

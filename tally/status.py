@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Group
 from rich.table import Table
 
+from projectors.positions import LOW_WATER_MARKS
 from tally import stack
 from tally.settings import Settings
 
@@ -22,9 +23,7 @@ def _pipeline(settings: Settings) -> dict[str, Any]:
             "SELECT count(*), extract(epoch FROM now() - min(e.recorded_at))"
             " FROM outbox o JOIN events e ON e.position = o.position"
         ).fetchone()
-        checkpoints = conn.execute(
-            "SELECT projection, max(last_position) FROM projection_partitions GROUP BY 1"
-        ).fetchall()
+        marks = conn.execute(LOW_WATER_MARKS).fetchall()
         parked = conn.execute(
             "SELECT projection, count(*) FROM parked_events GROUP BY 1"
         ).fetchall()
@@ -32,7 +31,7 @@ def _pipeline(settings: Settings) -> dict[str, Any]:
         "head": int(head[0]) if head else 0,
         "outbox": int(outbox[0]) if outbox else 0,
         "outbox_age": float(outbox[1] or 0) if outbox else 0.0,
-        "checkpoints": {name: int(pos) for name, pos in checkpoints},
+        "low_water": {name: int(pos) for name, pos in marks},
         "parked": {name: int(n) for name, n in parked},
     }
 
@@ -81,6 +80,17 @@ class _Service:
         return "[green]up"
 
 
+def _repairs(projector: _Service, name: str) -> str:
+    """What the reconciler repaired since the projector started, and a rebuild under way."""
+    repaired = projector.samples.get(("tally_reconcile_repairs_total", name))
+    rebuilding = projector.samples.get(("tally_projection_rebuilding", name))
+    if rebuilding:
+        return "[red]rebuilding"
+    if repaired is None:
+        return "-"
+    return f"[yellow]{repaired:,.0f}" if repaired else "0"
+
+
 def _services(settings: Settings) -> list[_Service]:
     """Probe the APIs' /health and the relay's and projectors' metrics ports."""
     api = settings.command_api_host.replace("0.0.0.0", "127.0.0.1")
@@ -109,11 +119,12 @@ def render(settings: Settings) -> Group:
     flow = Table("", "value", title="events")
     projections = Table(
         "projection",
-        "checkpoint",
+        "low-water mark",
         "lag (events)",
         "lag (s)",
         "applied",
         "parked (DLQ)",
+        "repaired",
         title="projections",
     )
     try:
@@ -131,8 +142,9 @@ def render(settings: Settings) -> Group:
             "-" if lag_s is None else f"{lag_s:.1f}",
             "-" if applied is None else f"{applied:,.0f}",
             f"[red]{parked}" if parked else "0",
+            _repairs(projector, name),
         )
-        checkpoint = facts["checkpoints"].get(name)
+        checkpoint = facts["low_water"].get(name)
         if checkpoint is None:
             nothing_yet = facts["head"] == 0 and not projector.error
             projections.add_row(

@@ -19,10 +19,13 @@ from redis.asyncio import Redis
 
 from event_store.port import PendingEvent
 from event_store.postgres import PostgresEventStore, append_pending
+from event_store.relay import publish_all
+from projectors.base import Projection
 from projectors.fold import fold
-from projectors.redis_scores import prefix
+from projectors.redis_keys import prefix
 from projectors.runner import ProjectorRunner
 from schemas.envelope import Envelope
+from tally.services import projector_runner, relay_config
 from tally.settings import Settings, as_environment
 from tests.histories import build_history
 
@@ -69,6 +72,18 @@ async def record_history(pool: AsyncConnectionPool[Any], actions: int, seed: int
     return [e async for batch in store.read_all() for e in batch]
 
 
+async def publish(settings: Settings, pool: AsyncConnectionPool[Any]) -> int:
+    """Publish the whole outbox once, as the relay does; how many events."""
+    return await publish_all(relay_config(settings), pool)
+
+
+def runner_for(
+    projection: Projection, settings: Settings, pool: AsyncConnectionPool[Any]
+) -> ProjectorRunner:
+    """A projector runner as ``tally project`` builds it."""
+    return projector_runner(settings, projection, pool)
+
+
 @contextlib.asynccontextmanager
 async def running(runner: ProjectorRunner) -> AsyncIterator[None]:
     """Run a projector in this event loop for the duration of the block."""
@@ -84,7 +99,8 @@ async def running(runner: ProjectorRunner) -> AsyncIterator[None]:
 async def consume(
     settings: Settings, count: int, seconds: float = 30
 ) -> list[ConsumerRecord[Any, Any]]:
-    """The first ``count`` messages of the events topic, read by a consumer group of its own."""
+    """The first ``count`` event messages of the events topic (watermarks left out), read by a
+    consumer group of its own."""
     consumer = AIOKafkaConsumer(
         settings.kafka_topic,
         bootstrap_servers=settings.kafka_bootstrap,
@@ -99,7 +115,7 @@ async def consume(
             if time.monotonic() > deadline:
                 raise AssertionError(f"{len(got)} of {count} messages within {seconds} s")
             for messages in (await consumer.getmany(timeout_ms=500)).values():
-                got += messages
+                got += [m for m in messages if dict(m.headers).get("kind") != b"watermark"]
     finally:
         await consumer.stop()
     return got

@@ -13,9 +13,8 @@ from elasticsearch import AsyncElasticsearch
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from event_store.relay import publish_all
 from projectors.es_indices import COMMENTS_ALIAS, VOTES_ALIAS
-from projectors.redis_scores import prefix
+from projectors.redis_keys import prefix
 from tally import stack
 from tally.auth import mint_token
 from tally.settings import Settings
@@ -24,6 +23,7 @@ from tests.pipeline import (
     env_of,
     eventually,
     isolated,
+    publish,
     record_history,
     redis_matches_store,
 )
@@ -93,7 +93,7 @@ async def test_a_projector_killed_mid_batch_counts_no_vote_twice_and_loses_none(
     # Small batches, so that the run lasts long enough to be killed part-way.
     config = isolated(settings, projector_batch_size=5)
     history = await record_history(apool, 5000, seed=8)
-    await publish_all(config, apool)
+    await publish(config, apool)
     env = env_of(config) | {"TALLY_PROJECTOR_METRICS_PORT": str(PROJECTOR_PORT)}
     projector = start_process(["project", "redis"], env)
     try:

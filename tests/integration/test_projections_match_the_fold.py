@@ -17,7 +17,8 @@ from projectors import ranking
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_votes import EsVotesProjection
 from projectors.fold import CommentView, fold, user_votes
-from projectors.redis_scores import RedisRebuild, RedisScoresProjection, prefix
+from projectors.redis_keys import prefix
+from projectors.redis_scores import RedisRebuild, RedisScoresProjection
 from schemas.envelope import Envelope
 from tally.settings import Settings
 from tests.histories import deliveries, histories

@@ -17,12 +17,12 @@ from structlog.testing import capture_logs
 from event_store.partitioning import partition_for
 from event_store.port import PendingEvent
 from event_store.postgres import append_pending
-from event_store.relay import publish_all
 from projectors import parking
 from projectors import runner as runner_module
 from projectors.fence import SwitchFence
-from projectors.redis_scores import RedisScoresProjection, prefix
-from projectors.runner import LAG_EVENTS, ProjectorRunner
+from projectors.redis_keys import prefix
+from projectors.redis_scores import RedisScoresProjection
+from projectors.runner import LAG_EVENTS
 from schemas.events import CommentPosted, VoteCast
 from tally.processes import spawn
 from tally.settings import Settings
@@ -31,8 +31,10 @@ from tests.pipeline import (
     env_of,
     eventually,
     isolated,
+    publish,
     record_history,
     redis_matches_store,
+    runner_for,
     running,
 )
 
@@ -42,7 +44,7 @@ async def test_the_relay_publishes_in_order_keyed_by_comment_and_empties_the_out
 ) -> None:
     config = isolated(settings)
     history = await record_history(apool, 80, seed=1)
-    assert await publish_all(config, apool) == len(history)
+    assert await publish(config, apool) == len(history)
     seen: dict[int, list[tuple[int, int, bytes]]] = defaultdict(list)
     for m in await consume(config, len(history)):
         h = dict(m.headers)
@@ -66,16 +68,16 @@ async def test_a_lost_topic_is_healed_from_the_event_store(
 ) -> None:
     config = isolated(settings)
     await record_history(apool, 120, seed=2)
-    await publish_all(config, apool)
+    await publish(config, apool)
     # The broker loses everything published so far, before any projector read it.
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
     await admin.start()
     await admin.delete_topics([config.kafka_topic])
     await admin.close()
     await record_history(apool, 60, seed=3)
-    await publish_all(config, apool)  # recreates the topic; prev still points back
+    await publish(config, apool)  # recreates the topic; prev still points back
     projection = RedisScoresProjection(redis, config.redis_generation)
-    async with running(ProjectorRunner(projection, config, apool)):
+    async with running(runner_for(projection, config, apool)):
         await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
 
 
@@ -84,9 +86,9 @@ async def test_redelivered_batches_change_nothing(
 ) -> None:
     config = isolated(settings)
     await record_history(apool, 100, seed=4)
-    await publish_all(config, apool)
+    await publish(config, apool)
     projection = RedisScoresProjection(redis, config.redis_generation)
-    async with running(ProjectorRunner(projection, config, apool)):
+    async with running(runner_for(projection, config, apool)):
         await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
     # A new consumer group reads the whole topic again into the same keyspace.
     again = isolated(
@@ -94,7 +96,7 @@ async def test_redelivered_batches_change_nothing(
     )
     async with apool.connection() as conn:
         await conn.execute("TRUNCATE projection_partitions")
-    async with running(ProjectorRunner(projection, again, apool)):
+    async with running(runner_for(projection, again, apool)):
         await asyncio.sleep(3)
     assert await redis_matches_store(redis, config.redis_generation, apool)
 
@@ -116,7 +118,7 @@ async def test_a_poison_event_is_parked_with_its_comments_later_events_and_other
             " WHERE position = %s",
             (poison.position,),
         )
-    await publish_all(config, apool)
+    await publish(config, apool)
     projection = RedisScoresProjection(redis, config.redis_generation)
     later = [
         e.position
@@ -129,7 +131,7 @@ async def test_a_poison_event_is_parked_with_its_comments_later_events_and_other
         return {r[1] for r in rows} == {poison.position, *later}
 
     with capture_logs() as logs:
-        async with running(ProjectorRunner(projection, config, apool)):
+        async with running(runner_for(projection, config, apool)):
             await eventually(parked)
             # The request that caused the poison event is named in the projector's log.
             assert any(
@@ -189,13 +191,13 @@ async def test_a_quiet_spell_after_traffic_is_not_reported_as_a_gap(
                 for n, event in enumerate(events)
             ],
         )
-    await publish_all(config, apool)
+    await publish(config, apool)
     healed_before = REGISTRY.get_sample_value(
         "tally_projection_gaps_healed_total", {"projection": "redis"}
     )
     projection = RedisScoresProjection(redis, config.redis_generation)
     with capture_logs() as logs:
-        async with running(ProjectorRunner(projection, config, apool)):
+        async with running(runner_for(projection, config, apool)):
             await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
             await asyncio.sleep(3)  # silent for longer than the watchdog waits
     assert not [entry for entry in logs if entry["event"] == "gap_healing"]
@@ -210,13 +212,13 @@ async def test_a_restarted_projector_reports_no_lag_for_what_it_applied_before(
 ) -> None:
     config = isolated(settings)
     await record_history(apool, 60, seed=6)
-    await publish_all(config, apool)
+    await publish(config, apool)
     projection = RedisScoresProjection(redis, config.redis_generation)
-    async with running(ProjectorRunner(projection, config, apool)):
+    async with running(runner_for(projection, config, apool)):
         await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
     LAG_EVENTS.labels("redis").set(-1)
     # Restarted with nothing new to consume: its lag is 0 events, not the whole log.
-    async with running(ProjectorRunner(projection, config, apool)):
+    async with running(runner_for(projection, config, apool)):
 
         async def no_lag() -> bool:
             return (

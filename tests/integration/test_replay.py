@@ -15,20 +15,19 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from event_store.postgres import PostgresEventStore
-from event_store.relay import publish_all
 from event_store.seed import SeedPlan, seed
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_indices import COMMENTS_MAPPING
 from projectors.generations import Generations
 from projectors.rebuilds import IndexRebuild, RedisGenerationRebuild
-from projectors.redis_scores import prefix
+from projectors.redis_keys import prefix
 from projectors.replay import replay
 from schemas import codec
 from schemas.codec import decode_envelope
 from schemas.events import CommentPosted
 from tally.processes import spawn
 from tally.settings import Settings
-from tests.pipeline import consume, env_of, isolated, run_cli
+from tests.pipeline import consume, env_of, isolated, publish, run_cli
 
 
 async def test_the_fast_reader_returns_events_exactly_as_stored(
@@ -170,7 +169,7 @@ async def test_an_old_event_is_upcast_in_replay_and_in_live_projection(
         assert found["docs"][0]["_source"]["up"] == 1
 
         # Live: the relay publishes the stored JSON as it is; the projector upcasts on decode.
-        await publish_all(config, clean_store)
+        await publish(config, clean_store)
         got = [decode_envelope(m.value) for m in await consume(config, 2)]
         vote = next(e.event for e in got if e.position == 2)
         assert vote.user_id == "bob" and vote.schema_version == 2  # type: ignore[union-attr]

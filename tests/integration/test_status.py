@@ -13,7 +13,8 @@ from rich.console import Console
 
 from event_store.relay import LEADER
 from event_store.seed import SeedPlan, seed
-from projectors.runner import APPLIED, LAG_SECONDS
+from projectors.delivery import APPLIED
+from projectors.runner import LAG_SECONDS
 from tally.settings import Settings
 from tally.status import render
 
@@ -24,7 +25,8 @@ async def test_status_shows_servers_head_backlog_and_projections(
     await seed(settings.pg_dsn, SeedPlan(events=300, comments=20, users=10))
     async with clean_store.connection() as conn:
         await conn.execute(
-            "INSERT INTO projection_partitions VALUES ('redis', 0, 250), ('redis', 1, 120)"
+            "INSERT INTO projection_epochs VALUES ('redis', 1, 2);"
+            " INSERT INTO projection_partitions VALUES ('redis', 0, 250), ('redis', 1, 280)"
         )
         await conn.execute(
             "INSERT INTO parked_events (projection, position, comment_id, error)"
@@ -46,8 +48,8 @@ async def test_status_shows_servers_head_backlog_and_projections(
         assert server in text
     assert "head position  │ 300" in text
     assert "outbox backlog │ 300" in text
-    assert "redis      │ 250        │ 50" in text  # checkpoint 250, lag 50
-    assert re.search(r"votes +│ - +│ not started +│ - +│ - +│ 1 ", text), text
+    assert re.search(r"redis +│ 250 +│ 50 ", text), text  # low-water mark 250, lag 50
+    assert re.search(r"votes +│ - +│ not started +│ - +│ - +│ 1 +│ - ", text), text
     for process in ("command API", "query API", "relay", "projectors"):
         assert re.search(rf"{process} +│ http://127.0.0.1:\d+ +│ down", text), text
 
@@ -79,4 +81,4 @@ async def test_status_reads_the_relay_and_projectors_from_their_metrics(
         thread.join(5)
     assert re.search(r"relay +│ http://127.0.0.1:\d+ +│ up, leader", text), text
     assert re.search(r"projectors +│ http://127.0.0.1:\d+ +│ up ", text), text
-    assert re.search(r"comments +│ - +│ 0 +│ 1.2 +│ \d+ +│ 0 ", text), text
+    assert re.search(r"comments +│ - +│ 0 +│ 1.2 +│ \d+ +│ 0 +│ ", text), text

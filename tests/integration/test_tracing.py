@@ -22,14 +22,20 @@ from redis.asyncio import Redis
 from command_api.app import create_app
 from event_store.port import PendingEvent
 from event_store.postgres import append_pending
-from event_store.relay import publish_all
 from projectors.redis_scores import RedisScoresProjection
-from projectors.runner import ProjectorRunner
 from schemas.events import VoteCast
 from tally import tracing
 from tally.auth import mint_token
 from tally.settings import Settings
-from tests.pipeline import consume, eventually, isolated, redis_matches_store, running
+from tests.pipeline import (
+    consume,
+    eventually,
+    isolated,
+    publish,
+    redis_matches_store,
+    runner_for,
+    running,
+)
 
 CALLER_TRACE = uuid.uuid4().int
 CALLER_SPAN = 0x00F067AA0BA902B7
@@ -98,9 +104,9 @@ async def test_one_vote_is_one_trace_from_the_http_command_to_the_projection(
     caller = {"traceparent": f"00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-01"}
     _, position = await vote_over_http(config, caller)
 
-    assert await publish_all(config, apool) == 2
+    assert await publish(config, apool) == 2
     async with running(
-        ProjectorRunner(RedisScoresProjection(redis, config.redis_generation), config, apool)
+        runner_for(RedisScoresProjection(redis, config.redis_generation), config, apool)
     ):
         await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
         await eventually(
@@ -110,16 +116,16 @@ async def test_one_vote_is_one_trace_from_the_http_command_to_the_projection(
     spans = list(exported.get_finished_spans())
     http = one(spans, "PUT /api/comments/{comment_id:uuid}/vote")
     append = one(spans, "append CastVote")
-    publish = one(spans, f"publish {config.kafka_topic}", **{"tally.position": position})
+    published = one(spans, f"publish {config.kafka_topic}", **{"tally.position": position})
     apply = one(spans, "apply redis", **{"tally.position": position})
 
     # One trace, the caller's, with each step a child of the one before.
-    assert {s.context.trace_id for s in (http, append, publish, apply)} == {CALLER_TRACE}
+    assert {s.context.trace_id for s in (http, append, published, apply)} == {CALLER_TRACE}
     assert parent_of(http) == CALLER_SPAN
     assert parent_of(append) == http.context.span_id
-    assert parent_of(publish) == append.context.span_id
-    assert parent_of(apply) == publish.context.span_id
-    assert [s.kind for s in (http, append, publish, apply)] == [
+    assert parent_of(published) == append.context.span_id
+    assert parent_of(apply) == published.context.span_id
+    assert [s.kind for s in (http, append, published, apply)] == [
         SpanKind.SERVER,
         SpanKind.INTERNAL,
         SpanKind.PRODUCER,
@@ -153,7 +159,7 @@ async def test_a_relay_with_tracing_off_passes_the_stored_context_on(
             cur, [PendingEvent(stream_id="s", stream_version=1, event=vote, traceparent=stored)]
         )
     assert tracing.tracer() is None
-    assert await publish_all(config, apool) == 1
+    assert await publish(config, apool) == 1
     [message] = await consume(config, 1)
     assert dict(message.headers)["traceparent"] == stored.encode()
 

@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_votes import EsVotesProjection
-from projectors.redis_scores import RedisScoresProjection, prefix
+from projectors.redis_keys import prefix
+from projectors.redis_scores import RedisScoresProjection
 from projectors.verify import verify
 from tally.settings import Settings
 from tests.pipeline import record_history, run_cli

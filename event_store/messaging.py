@@ -1,0 +1,127 @@
+"""Kafka for the relay and the projectors: the topic, clients, and the message header contract.
+
+Every message the relay writes on ``tally.events`` carries these headers:
+
+- ``kind``: ``event`` (the value is an envelope) or ``watermark`` (no value);
+- ``position``: the event's position, or for a watermark the position the relay has published
+  everything up to;
+- ``prev``: the position of the event published on the same partition before this one, in the
+  same epoch. No event of this partition lies between ``prev`` and ``position``;
+- ``epoch`` and ``partitions``: the partition mapping the relay published under. A new epoch
+  restarts every partition's chain at the highest position published before it;
+- ``type``, ``traceparent``, ``correlation_id``: the event's type and where it came from.
+
+So a projector can tell a duplicate (at or below what it saw) from a gap (``prev`` above it),
+and a watermark tells it that a quiet partition has nothing it missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+EVENT = "event"
+WATERMARK = "watermark"
+
+
+class MessageHeaders(msgspec.Struct, frozen=True, kw_only=True):
+    """The headers of one message on the events topic."""
+
+    kind: str = EVENT
+    position: int
+    prev: int = 0
+    epoch: int = 0
+    partitions: int = 0
+    type: str = ""
+    traceparent: str | None = None
+    correlation_id: str | None = None
+
+
+def encode_headers(headers: MessageHeaders) -> list[tuple[str, bytes]]:
+    """The Kafka header list of ``headers`` (absent optional values are left out)."""
+    encoded = [
+        ("kind", headers.kind.encode()),
+        ("position", str(headers.position).encode()),
+        ("prev", str(headers.prev).encode()),
+        ("epoch", str(headers.epoch).encode()),
+        ("partitions", str(headers.partitions).encode()),
+    ]
+    if headers.type:
+        encoded.append(("type", headers.type.encode()))
+    if headers.traceparent:
+        encoded.append(("traceparent", headers.traceparent.encode()))
+    if headers.correlation_id:
+        encoded.append(("correlation_id", headers.correlation_id.encode()))
+    return encoded
+
+
+class BadHeaders(ValueError):
+    """A message on the events topic without the headers the relay writes."""
+
+
+def decode_headers(raw: Sequence[tuple[str, bytes]] | None) -> MessageHeaders:
+    """Read the headers of a consumed message; ``BadHeaders`` when they are not ours."""
+    found = {name: value.decode(errors="replace") for name, value in raw or ()}
+    try:
+        return MessageHeaders(
+            kind=found.get("kind", EVENT),
+            position=int(found["position"]),
+            prev=int(found.get("prev", "0")),
+            epoch=int(found.get("epoch", "0")),
+            partitions=int(found.get("partitions", "0")),
+            type=found.get("type", ""),
+            traceparent=found.get("traceparent"),
+            correlation_id=found.get("correlation_id"),
+        )
+    except (KeyError, ValueError) as exc:
+        raise BadHeaders(f"not a relay message: headers {sorted(found)}") from exc
+
+
+async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Create ``topic`` with ``partitions`` partitions unless it exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+
+
+def make_producer(bootstrap: str, idempotent: bool, timeout_ms: int) -> AIOKafkaProducer:
+    """The relay's producer: acks from all replicas, big batches, idempotence by setting.
+
+    ``timeout_ms`` bounds each request, so a broker that stops answering fails a send instead
+    of hanging it.
+    """
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=idempotent,
+        linger_ms=2,
+        max_batch_size=512 * 1024,
+        request_timeout_ms=timeout_ms,
+        metadata_max_age_ms=5000,
+    )
+
+
+def make_consumer(
+    bootstrap: str, topic: str, group: str, batch: int, timeout_ms: int
+) -> AIOKafkaConsumer:
+    """A projector's consumer: offsets committed by hand, after the batch was applied."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=batch,
+        metadata_max_age_ms=5000,
+        request_timeout_ms=timeout_ms,
+        fetch_max_wait_ms=50,  # a new score should show in milliseconds, not half a second
+    )

@@ -1,0 +1,139 @@
+"""The outbox and the relay's partition chain, in PostgreSQL.
+
+Outbox rows are written with their events (one transaction) and read in position order. Positions
+commit in order (guarantee 2), so once a batch is deleted every position at or below its last
+has been published: the highest chain position is also how far the relay has published.
+
+The chain (``relay_partitions``) holds, for the current epoch (``relay_epoch``), the last
+position published on each partition. Every write here is fenced by the relay's lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from psycopg import AsyncConnection
+
+from event_store.lease import RelayLease
+
+
+class LeaseLost(Exception):
+    """Another relay holds the lease now: this one must stop writing and stand by."""
+
+
+class OutboxRow(NamedTuple):
+    position: int
+    key: str
+    type: str
+    envelope: bytes
+    traceparent: str | None
+    correlation_id: str | None
+
+
+@dataclass
+class Chain:
+    """The partition mapping the relay publishes under, and each partition's last position."""
+
+    epoch: int = 0
+    partitions: int = 0
+    last: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def published(self) -> int:
+        """The highest position published (everything at or below it was)."""
+        return max(self.last.values(), default=0)
+
+
+_BATCH = """
+SELECT o.position, o.key, e.type, convert_to(
+    json_build_object(
+        'event_id', e.event_id, 'stream_id', e.stream_id, 'stream_version', e.stream_version,
+        'position', e.position, 'occurred_at', e.recorded_at,
+        'correlation_id', e.metadata->>'correlation_id',
+        'causation_id', e.metadata->>'causation_id', 'event', e.data)::text, 'UTF8'),
+    e.metadata->>'traceparent', e.metadata->>'correlation_id'
+FROM outbox o JOIN events e ON e.position = o.position
+ORDER BY o.position LIMIT %s
+"""
+
+
+async def fetch_batch(conn: AsyncConnection[Any], limit: int) -> list[OutboxRow]:
+    """The oldest ``limit`` outbox rows with their envelopes, in position order."""
+    rows = await (await conn.execute(_BATCH, (limit,))).fetchall()
+    return [OutboxRow(p, k, t, bytes(e), tp, c) for p, k, t, e, tp, c in rows]
+
+
+async def load_chain(conn: AsyncConnection[Any]) -> Chain:
+    """The epoch, its partition count and the chain, as last committed."""
+    epoch = await (await conn.execute("SELECT epoch, partitions FROM relay_epoch")).fetchone()
+    rows = await (
+        await conn.execute("SELECT partition, last_position FROM relay_partitions")
+    ).fetchall()
+    number, partitions = (int(epoch[0]), int(epoch[1])) if epoch else (0, 0)
+    return Chain(number, partitions, {int(p): int(pos) for p, pos in rows})
+
+
+async def start_epoch(conn: AsyncConnection[Any], lease: RelayLease, partitions: int) -> Chain:
+    """A new mapping of ``partitions``: every partition's chain starts at the highest position
+    published so far, so whatever a projector has not seen is healed from the store."""
+    async with conn.transaction():
+        await _fence(conn, lease)
+        old = await load_chain(conn)
+        published = old.published
+        chain = Chain(old.epoch + 1, partitions, dict.fromkeys(range(partitions), published))
+        await conn.execute(
+            "UPDATE relay_epoch SET epoch = %s, partitions = %s", (chain.epoch, partitions)
+        )
+        await conn.execute("DELETE FROM relay_partitions")
+        await _save_chain(conn, chain.last)
+    return chain
+
+
+async def commit_batch(
+    conn: AsyncConnection[Any],
+    lease: RelayLease,
+    first: int,
+    last: int,
+    changed: dict[int, int],
+) -> None:
+    """Kafka acked positions ``first..last``: forget them and record the chain, fenced."""
+    async with conn.transaction():
+        await _fence(conn, lease)
+        await conn.execute("DELETE FROM outbox WHERE position BETWEEN %s AND %s", (first, last))
+        await _save_chain(conn, changed)
+
+
+async def renew(conn: AsyncConnection[Any], lease: RelayLease) -> None:
+    """Renew the lease on its own (while idle); ``LeaseLost`` if another relay took it."""
+    await _fence(conn, lease)
+
+
+async def backlog(conn: AsyncConnection[Any]) -> tuple[int, float]:
+    """(events waiting, age of the oldest in seconds)."""
+    row = await (
+        await conn.execute(
+            # Outbox positions are contiguous, so max - min + 1 counts them cheaply.
+            "SELECT (SELECT max(position) - min(position) + 1 FROM outbox),"
+            " (SELECT extract(epoch FROM now() - e.recorded_at) FROM outbox o"
+            "  JOIN events e ON e.position = o.position ORDER BY o.position LIMIT 1)"
+        )
+    ).fetchone()
+    depth, age = row if row else (None, None)
+    return int(depth or 0), float(age or 0)
+
+
+async def _fence(conn: AsyncConnection[Any], lease: RelayLease) -> None:
+    if not await lease.renew(conn):
+        raise LeaseLost("the relay lease was taken over")
+
+
+async def _save_chain(conn: AsyncConnection[Any], positions: dict[int, int]) -> None:
+    if not positions:
+        return
+    await conn.execute(
+        "INSERT INTO relay_partitions (partition, last_position)"
+        " SELECT * FROM unnest(%s::int[], %s::int8[])"
+        " ON CONFLICT (partition) DO UPDATE SET last_position = excluded.last_position",
+        (list(positions), list(positions.values())),
+    )

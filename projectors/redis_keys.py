@@ -1,0 +1,78 @@
+"""The Redis key schema, defined once for the projection, the query API and ``tally verify``.
+
+Per generation ``g`` (a rebuild fills a new one and switches; see ``projectors.generations``),
+every key of one commentable shares the hash tag ``{<commentable>}``, so a Lua call over them
+works on Redis Cluster too:
+
+- ``tally:g<g>:{<commentable>}:c:<comment>``: hash ``up down score pos created deleted``
+- ``tally:g<g>:{<commentable>}:v:<comment>``: hash user -> vote (-1 or 1)
+- ``tally:g<g>:{<commentable>}:rank:<sort>``: sorted sets for top, new, best, controversial, hot
+- ``tally:g<g>:{<commentable>}:snap:<sort>:<bucket>``: ranking snapshots that readers page
+- ``tally:g<g>:where:<comment>``: the comment's commentable (so a reader can find the keys)
+- ``tally:g<g>:checkpoint``: the highest position applied (only ever raised)
+- ``tally:g<g>:intact``: set when the generation was started from nothing (or built by a
+  rebuild); its absence means Redis lost the generation's data
+
+Outside generations: ``tally:generation:<base>`` (the pointer), ``tally:live:<commentable>``
+(pub/sub of score changes).
+"""
+
+from __future__ import annotations
+
+from projectors.ranking import SORTS
+
+
+def prefix(generation: str, commentable_id: str) -> str:
+    """The key prefix of one commentable in one generation."""
+    return f"tally:g{generation}:{{{commentable_id}}}:"
+
+
+def comment_key(generation: str, commentable_id: str, comment_id: object) -> str:
+    """A comment's counters."""
+    return f"{prefix(generation, commentable_id)}c:{comment_id}"
+
+
+def votes_key(generation: str, commentable_id: str, comment_id: object) -> str:
+    """A comment's votes, user -> -1 or 1."""
+    return f"{prefix(generation, commentable_id)}v:{comment_id}"
+
+
+def ranking_keys(generation: str, commentable_id: str) -> list[str]:
+    """A commentable's rankings, one per sort, in ``SORTS`` order."""
+    base = prefix(generation, commentable_id)
+    return [f"{base}rank:{sort}" for sort in SORTS]
+
+
+def where_key(generation: str, comment_id: object) -> str:
+    """The key holding a comment's commentable."""
+    return f"tally:g{generation}:where:{comment_id}"
+
+
+def where_pattern(generation: str) -> str:
+    """A SCAN pattern for every ``where`` key of a generation."""
+    return f"tally:g{generation}:where:*"
+
+
+def checkpoint_key(generation: str) -> str:
+    """The key holding the highest position the Redis projection applied."""
+    return f"tally:g{generation}:checkpoint"
+
+
+def intact_key(generation: str) -> str:
+    """The marker of a generation whose data is whole."""
+    return f"tally:g{generation}:intact"
+
+
+def generation_pattern(generation: str) -> str:
+    """A SCAN pattern for every key of a generation (and of no other)."""
+    return f"tally:g{generation}:*"
+
+
+def pointer_key(base: str) -> str:
+    """The hash naming the live generation of the family ``base``."""
+    return f"tally:generation:{base}"
+
+
+def live_channel(commentable_id: str) -> str:
+    """The pub/sub channel with a commentable's score changes."""
+    return f"tally:live:{commentable_id}"
