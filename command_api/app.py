@@ -18,12 +18,13 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from command_api.executor import CommandExecutor
-from command_api.group_commit import GroupCommitter
+from command_api.group_commit import GroupCommitter, with_deadline
 from command_api.idempotency import delete_expired_keys
 from command_api.problems import exception_to_problem
 from command_api.rate_limit import VoteRateLimiter
 from command_api.routes import ROUTES, current_user
 from command_api.unit_of_work import Outcome, WorkItem
+from event_store.postgres import connection_options
 from tally.auth import TokenVerifier
 from tally.http_middleware import http_middleware
 from tally.problems import problem
@@ -77,16 +78,25 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        deadline = settings.command_deadline_ms / 1000
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             settings.pg_dsn,
             min_size=settings.pg_pool_min,
             max_size=settings.pg_pool_max,
             open=False,
             name="command-api",
-            kwargs={"autocommit": True},
+            timeout=deadline,
+            kwargs=connection_options(
+                settings.pg_connect_timeout_seconds, settings.pg_statement_timeout_ms
+            ),
         )
         await pool.open()
-        redis = Redis.from_url(settings.redis_url)
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_ms / 1000,
+            socket_connect_timeout=settings.redis_timeout_ms / 1000,
+            max_connections=64,
+        )
         executor = CommandExecutor(pool, settings.idempotency_ttl_seconds)
         committer: GroupCommitter | None = None
         if settings.group_commit:
@@ -95,20 +105,25 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 settings.group_commit_max_wait_ms,
                 settings.group_commit_max_batch,
                 settings.group_commit_workers,
+                settings.group_commit_max_queue,
+                settings.command_deadline_ms,
             )
             await committer.start()
-            app.state.submit = committer.submit
+            app.state.submit = with_deadline(committer.submit, deadline)
         else:
 
             async def submit_alone(item: WorkItem) -> Outcome:
                 return (await executor.run([item]))[0]
 
-            app.state.submit = submit_alone
+            app.state.submit = with_deadline(submit_alone, deadline)
         app.state.pool = pool
         app.state.redis = redis
         app.state.verifier = TokenVerifier(settings.jwt_secret, settings.jwt_algorithm)
         app.state.rate_limiter = VoteRateLimiter(
-            redis, settings.vote_rate_limit, settings.vote_rate_window_seconds
+            redis,
+            settings.vote_rate_limit,
+            settings.vote_rate_window_seconds,
+            timeout=settings.rate_limit_timeout_ms / 1000,
         )
         cleanup = asyncio.create_task(_clean_idempotency_keys(pool, settings))
         try:

@@ -2,6 +2,11 @@
 
 So one bad command never fails the others: a conflict or deadlock that aborts the shared
 transaction is retried per command, and only the command that still fails gets the error.
+
+An outage is not a conflict: when PostgreSQL cannot be reached (or a statement times out),
+every command of the batch answers "unavailable" at once, with nothing written. When the
+connection broke during the COMMIT itself, the outcome is unknown: it is read back (does the
+batch's first event exist?) so a client is never told "conflict" about its own successful write.
 """
 
 from __future__ import annotations
@@ -10,15 +15,23 @@ import asyncio
 import random
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import structlog
+from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
-from command_api.unit_of_work import Outcome, WorkItem, run_batch
-from event_store.errors import ConcurrencyError, EventStoreError
+from command_api.unit_of_work import BatchOutcomeUnknown, Outcome, WorkItem, run_batch
+from event_store.errors import ConcurrencyError, EventStoreError, StoreUnavailable
 
 log = structlog.get_logger(__name__)
+
+UNKNOWN_COMMITS = Counter(
+    "tally_commit_outcome_unknown_total",
+    "Batches whose COMMIT lost its connection, by what reading back found",
+    ["found"],
+)
 
 _RETRYABLE = (
     ConcurrencyError,
@@ -26,10 +39,6 @@ _RETRYABLE = (
     psycopg.errors.SerializationFailure,
     psycopg.errors.UniqueViolation,
 )
-
-
-class StoreUnavailable(EventStoreError):
-    """PostgreSQL cannot be reached; nothing was written."""
 
 
 class CommandExecutor:
@@ -46,6 +55,8 @@ class CommandExecutor:
         """One outcome per item; never raises for a single command's failure."""
         try:
             return await self._once(items)
+        except BatchOutcomeUnknown as unknown:
+            return await self._resolve(unknown, len(items))
         except (psycopg.Error, EventStoreError) as exc:
             if _unavailable(exc):
                 log.error("store_unavailable", error=str(exc))
@@ -58,6 +69,34 @@ class CommandExecutor:
         async with self._pool.connection() as conn:
             return await run_batch(conn, items, self._ttl)
 
+    async def _resolve(self, unknown: BatchOutcomeUnknown, count: int) -> list[Outcome]:
+        """Did the batch commit? Its first event says; if it cannot be read, nobody knows."""
+        unavailable: list[Outcome] = [
+            StoreUnavailable(
+                "the event store did not confirm the write; retry with the same"
+                " Idempotency-Key to learn its outcome"
+            )
+        ] * count
+        if unknown.first_event is None:
+            return unavailable
+        try:
+            position = await self._position_of(unknown.first_event)
+        except (psycopg.Error, OSError) as exc:
+            log.error("commit_outcome_unknown", error=str(exc))
+            return unavailable
+        UNKNOWN_COMMITS.labels("committed" if position else "not-committed").inc()
+        log.warning("commit_outcome_resolved", committed=position is not None)
+        if position is None:
+            return unavailable
+        return unknown.answers(position - 1)
+
+    async def _position_of(self, event_id: UUID) -> int | None:
+        async with self._pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT position FROM events WHERE event_id = %s", (event_id,))
+            ).fetchone()
+        return int(row[0]) if row else None
+
     async def _alone(self, item: WorkItem) -> Outcome:
         error: Exception | None = None
         for attempt in range(self._attempts):
@@ -65,6 +104,8 @@ class CommandExecutor:
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
             try:
                 return (await self._once([item]))[0]
+            except BatchOutcomeUnknown as unknown:
+                return (await self._resolve(unknown, 1))[0]
             except _RETRYABLE as exc:
                 error = exc
             except (psycopg.Error, EventStoreError) as exc:
@@ -77,4 +118,6 @@ class CommandExecutor:
 
 
 def _unavailable(exc: Exception) -> bool:
+    if isinstance(exc, StoreUnavailable):
+        return True
     return isinstance(exc, psycopg.OperationalError) and not isinstance(exc, _RETRYABLE)

@@ -4,6 +4,11 @@ A worker takes the first queued command, waits until ``max_wait`` has passed or 
 commands are queued, and runs what is queued together: one lock on the log head and one fsync
 for the lot. Several workers run so that one batch collects while another commits. The wait
 costs one timer per batch, never one per command.
+
+Bounded: at most ``max_queue`` commands wait (past that, ``Overloaded`` at once: the API answers
+503 with Retry-After instead of queuing), and a command still queued at its deadline is dropped
+unrun (its client has been told to retry), so a stalled database does not pile up work that
+would run long after everyone gave up.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from command_api.unit_of_work import Outcome, WorkItem
 
 BatchRunner = Callable[[Sequence[WorkItem]], Awaitable[list[Outcome]]]
+Submit = Callable[[WorkItem], Awaitable[Outcome]]
 
 BATCH_SIZE = Histogram(
     "tally_group_commit_batch_size",
@@ -35,16 +41,62 @@ QUEUE_WAIT = Histogram(
 )
 
 
+QUEUED = Gauge("tally_group_commit_queued", "Commands waiting for a group-commit batch")
+SHED = Counter(
+    "tally_commands_shed_total",
+    "Commands refused unrun: queue full or deadline passed while queued",
+    ["reason"],
+)
+
+
+class Overloaded(Exception):
+    """Too much work queued (or waited too long): nothing was written; retry later."""
+
+    def __init__(self, reason: str, retry_after: int = 1) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class CommandTimedOut(Overloaded):
+    """No outcome within the deadline: the command may still be applied (retry with the same
+    Idempotency-Key to learn which)."""
+
+
+def with_deadline(submit: Submit, seconds: float) -> Submit:
+    """``submit`` that gives up waiting after ``seconds`` (the work itself goes on)."""
+
+    async def bounded(item: WorkItem) -> Outcome:
+        work = asyncio.ensure_future(submit(item))
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), seconds)
+        except TimeoutError:
+            SHED.labels("timed-out").inc()
+            raise CommandTimedOut(
+                f"no outcome within {seconds:g} s; it may still be applied:"
+                " retry with the same Idempotency-Key to learn its outcome"
+            ) from None
+
+    return bounded
+
+
 class GroupCommitter:
     """Queue commands and run them in batches through ``runner``."""
 
     def __init__(
-        self, runner: BatchRunner, max_wait_ms: float, max_batch: int, workers: int = 3
+        self,
+        runner: BatchRunner,
+        max_wait_ms: float,
+        max_batch: int,
+        workers: int = 3,
+        max_queue: int = 4096,
+        deadline_ms: float = 5000,
     ) -> None:
         self._runner = runner
         self._max_wait = max_wait_ms / 1000
         self._max_batch = max_batch
         self._workers = workers
+        self._max_queue = max_queue
+        self._deadline = deadline_ms / 1000
         self._queue: asyncio.Queue[tuple[WorkItem, asyncio.Future[Outcome], float]] = (
             asyncio.Queue()
         )
@@ -71,10 +123,14 @@ class GroupCommitter:
                 future.set_exception(RuntimeError("the command API is shutting down"))
 
     async def submit(self, item: WorkItem) -> Outcome:
-        """Queue ``item`` and wait for its own outcome."""
+        """Queue ``item`` and wait for its own outcome; ``Overloaded`` when the queue is full."""
+        if self._queue.qsize() >= self._max_queue:
+            SHED.labels("queue-full").inc()
+            raise Overloaded(f"{self._max_queue} commands are already waiting")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         self._queue.put_nowait((item, future, loop.time()))
+        QUEUED.set(self._queue.qsize())
         if self._collecting and self._queue.qsize() + 1 >= self._max_batch:
             for waiting in self._collecting:
                 if not waiting.done():
@@ -89,11 +145,22 @@ class GroupCommitter:
                 await self._collect(loop)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            QUEUED.set(self._queue.qsize())
             started = loop.time()
-            for _, _, queued_at in batch:
+            live = []
+            for entry in batch:
+                _, future, queued_at = entry
                 QUEUE_WAIT.observe(started - queued_at)
-            BATCH_SIZE.observe(len(batch))
-            await self._run(batch)
+                if future.done():
+                    continue  # its request is gone
+                if started - queued_at > self._deadline:
+                    SHED.labels("deadline").inc()
+                    future.set_exception(Overloaded("the command waited too long to run"))
+                    continue
+                live.append(entry)
+            if live:
+                BATCH_SIZE.observe(len(live))
+                await self._run(live)
 
     async def _collect(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let more commands arrive: until ``max_wait`` passes or the batch is full."""

@@ -14,10 +14,10 @@ from command_api.deciders.errors import (
     NotTheAuthor,
     ParentNotFound,
 )
-from command_api.executor import StoreUnavailable
+from command_api.group_commit import CommandTimedOut, Overloaded
 from command_api.idempotency import IdempotencyKeyInFlight, IdempotencyKeyReused
 from command_api.rate_limit import RateLimited
-from event_store.errors import ConcurrencyError
+from event_store.errors import ConcurrencyError, StoreUnavailable
 from tally.auth import NotAuthenticated
 from tally.problems import framework_problem, problem
 
@@ -42,6 +42,8 @@ _KNOWN: dict[type[Exception], tuple[int, str, str]] = {
     IdempotencyKeyReused: (422, "idempotency-key-reused", "Idempotency key reused"),
     ConcurrencyError: (409, "concurrent-modification", "Concurrent modification"),
     StoreUnavailable: (503, "store-unavailable", "Service unavailable"),
+    Overloaded: (503, "overloaded", "Service overloaded"),
+    CommandTimedOut: (503, "command-timed-out", "No outcome in time"),
     InvalidHeader: (400, "invalid-header", "Invalid header"),
 }
 
@@ -56,8 +58,10 @@ def exception_to_problem(request: Request[Any, Any, Any], exc: Exception) -> Res
     if known is not None:
         status, code, title = known
         headers = None
-        if isinstance(exc, RateLimited):
+        if isinstance(exc, RateLimited | Overloaded):
             headers = {"Retry-After": str(exc.retry_after)}
+        elif status == 503:
+            headers = {"Retry-After": "1"}
         elif isinstance(exc, NotAuthenticated):
             headers = {"WWW-Authenticate": 'Bearer realm="tally"'}
         return problem(status, code, title, str(exc), path, headers)

@@ -1,13 +1,18 @@
 """Per-user vote rate limit in Redis: a fixed window counted by one Lua call.
 
-If Redis is unreachable the limiter lets votes through (and counts that): losing votes is worse
-than briefly not limiting them.
+If Redis is unreachable or slow the limiter lets votes through (and counts that): losing votes
+is worse than briefly not limiting them. A check waits at most ``timeout`` for Redis, and after a
+failure the limiter skips Redis for ``pause`` seconds, so a stalled Redis costs votes
+milliseconds, not a socket timeout each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
+import time
+from collections.abc import Callable
 
 import structlog
 from prometheus_client import Counter
@@ -49,11 +54,23 @@ class VoteRateLimiter:
     load the limit costs a fraction of a round trip per vote.
     """
 
-    def __init__(self, redis: Redis, limit: int, window_seconds: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        limit: int,
+        window_seconds: int,
+        timeout: float = 0.05,
+        pause: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = redis
         self._sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()
         self._limit = limit
         self._window_ms = window_seconds * 1000
+        self._timeout = timeout
+        self._pause = pause
+        self._clock = clock
+        self._skip_until = 0.0
         self._batcher: TickBatcher[str, int] = TickBatcher(self._count)
 
     async def check(self, user_id: str) -> None:
@@ -67,15 +84,20 @@ class VoteRateLimiter:
 
     async def _count(self, user_ids: list[str]) -> list[int]:
         """Milliseconds to wait for each user (0: allowed); fails open when Redis is down."""
-        try:
-            try:
-                return await self._evaluate(user_ids)
-            except NoScriptError:  # Redis restarted and lost its script cache
-                await self._redis.script_load(_SCRIPT)
-                return await self._evaluate(user_ids)
-        except (RedisError, OSError) as exc:
+        if self._clock() < self._skip_until:
             LIMITER_ERRORS.inc(len(user_ids))
-            log.warning("rate_limiter_unavailable", error=str(exc))
+            return [0] * len(user_ids)
+        try:
+            async with asyncio.timeout(self._timeout):
+                try:
+                    return await self._evaluate(user_ids)
+                except NoScriptError:  # Redis restarted and lost its script cache
+                    await self._redis.script_load(_SCRIPT)
+                    return await self._evaluate(user_ids)
+        except (RedisError, OSError, TimeoutError) as exc:
+            LIMITER_ERRORS.inc(len(user_ids))
+            self._skip_until = self._clock() + self._pause
+            log.warning("rate_limiter_unavailable", error=repr(exc), paused_seconds=self._pause)
             return [0] * len(user_ids)
 
     async def _evaluate(self, user_ids: list[str]) -> list[int]:

@@ -13,7 +13,7 @@ message; every value still goes through psycopg's quoting.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -34,6 +34,7 @@ from command_api.idempotency import (
     StoredReply,
 )
 from command_api.planning import BatchPlan, Command, CommandPlan, VoteKey, plan_batch
+from event_store.errors import CommitOutcomeUnknown
 from event_store.port import NO_ORIGIN, Origin, stream_of_comment, stream_of_vote
 from event_store.postgres import SideWrite, append_and_commit, json_rows
 from schemas.api import CommentCreated
@@ -116,18 +117,44 @@ async def run_batch(
         side_writes = writer.state_writes(loaded.locked_votes, now)
         if to_store:
             side_writes.append(idempotency.store_replies(to_store))
-        positions = await append_and_commit(cur, writer.pending, side_writes)
+
+        def answers(base: int) -> list[Outcome]:
+            """Every item's outcome once the batch committed with positions after ``base``."""
+            for index, status, planned, ord_, fixed in replies:
+                reply = msgspec.structs.replace(
+                    planned.reply, position=base + ord_ if ord_ else fixed
+                )
+                outcomes[index] = Accepted(status, encode(reply))
+            return [o if o is not None else RuntimeError("command not processed") for o in outcomes]
+
+        try:
+            positions = await append_and_commit(cur, writer.pending, side_writes)
+        except CommitOutcomeUnknown as exc:
+            first = writer.pending[0].event_id if writer.pending else None
+            raise BatchOutcomeUnknown(str(exc), first, answers) from exc
     except BaseException:
         if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
             await conn.execute("ROLLBACK")
         raise
     finally:
         await cur.close()
-    base = positions[0] - 1 if positions else 0
-    for index, status, planned, ord_, fixed in replies:
-        reply = msgspec.structs.replace(planned.reply, position=base + ord_ if ord_ else fixed)
-        outcomes[index] = Accepted(status, encode(reply))
-    return [o if o is not None else RuntimeError("command was not processed") for o in outcomes]
+    return answers(positions[0] - 1 if positions else 0)
+
+
+class BatchOutcomeUnknown(CommitOutcomeUnknown):
+    """The connection broke during the batch's COMMIT.
+
+    ``first_event`` (the id of the batch's first event, if it appended any) tells whether it
+    committed; if it did, ``answers(base)`` gives every item's outcome from the position
+    before that event.
+    """
+
+    def __init__(
+        self, message: str, first_event: UUID | None, answers: Callable[[int], list[Outcome]]
+    ) -> None:
+        super().__init__(message)
+        self.first_event = first_event
+        self.answers = answers
 
 
 class _Loaded:
