@@ -7,6 +7,11 @@ leader that stops making progress (paused, partitioned, stuck in a call) loses i
 path: a standby that gets it knows the leader's session is gone (a crash, a kill), and takes
 the lease at once instead of waiting for it to expire.
 
+A leader paused inside its fencing transaction holds the lease row's lock: the standby skips a
+locked row instead of waiting on it (``SKIP LOCKED``), and the relay's sessions end an idle
+transaction after a few seconds (``idle_in_transaction_session_timeout``), which lets it go.
+Times are ``clock_timestamp()``, not the transaction's start.
+
 Two checks keep an old leader harmless once it wakes up:
 
 - before acting, it looks at its own clock (``LeaseTimer``): past the safe part of the lease it
@@ -29,14 +34,19 @@ from psycopg import AsyncConnection
 
 _ACQUIRE = """
 UPDATE relay_lease
-SET holder = %(me)s, token = token + 1, expires_at = now() + %(ttl)s * interval '1 second'
-WHERE expires_at <= now() OR holder = %(me)s OR %(force)s
+SET holder = %(me)s, token = token + 1,
+    expires_at = clock_timestamp() + %(ttl)s * interval '1 second'
+WHERE id IN (
+    SELECT id FROM relay_lease
+    WHERE expires_at <= clock_timestamp() OR holder = %(me)s OR %(force)s
+    FOR UPDATE SKIP LOCKED
+)
 RETURNING token
 """
 RELAY_LOCK = 0x7A11_0001  # session advisory lock: held by the leader's process while it runs
 _RENEW = """
-UPDATE relay_lease SET expires_at = now() + %(ttl)s * interval '1 second'
-WHERE token = %(token)s AND holder = %(me)s AND expires_at > now()
+UPDATE relay_lease SET expires_at = clock_timestamp() + %(ttl)s * interval '1 second'
+WHERE token = %(token)s AND holder = %(me)s AND expires_at > clock_timestamp()
 RETURNING token
 """
 _RELEASE = """

@@ -55,12 +55,14 @@ _APPEND_CTES = """e AS (
 
 
 def connection_options(connect_timeout: float, statement_timeout_ms: int) -> dict[str, Any]:
-    """libpq options for a pool: autocommit, bounded connects and statements, and keepalives
-    that notice a server gone silent (a paused or partitioned host) within seconds."""
+    """libpq options for a pool: autocommit, bounded connects and statements, keepalives that
+    notice a server gone silent (a paused or partitioned host) within seconds, and an idle
+    transaction ended by the server (a client paused inside one would hold its locks)."""
     return {
         "autocommit": True,
         "connect_timeout": max(1, round(connect_timeout)),
-        "options": f"-c statement_timeout={statement_timeout_ms}",
+        "options": f"-c statement_timeout={statement_timeout_ms}"
+        " -c idle_in_transaction_session_timeout=5000",
         "keepalives": 1,
         "keepalives_idle": 5,
         "keepalives_interval": 2,

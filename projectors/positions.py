@@ -12,6 +12,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from projectors.partition_tracker import PartitionTracker
 
+# Every projection's low-water mark: the least position over all partitions of its epoch (0 while
+# one of them has none yet).
+LOW_WATER_MARKS = (
+    "SELECT e.projection, CASE WHEN count(p.partition) < e.partitions THEN 0"
+    " ELSE coalesce(min(p.last_position), 0) END"
+    " FROM projection_epochs e LEFT JOIN projection_partitions p"
+    " ON p.projection = e.projection AND p.partition < e.partitions"
+    " GROUP BY e.projection, e.partitions"
+)
+
 
 async def load(pool: AsyncConnectionPool[Any], projection: str) -> PartitionTracker:
     """The tracker as last saved (empty for a projection that never ran)."""
@@ -34,8 +44,11 @@ async def load(pool: AsyncConnectionPool[Any], projection: str) -> PartitionTrac
 
 async def save(
     pool: AsyncConnectionPool[Any], projection: str, tracker: PartitionTracker, new_epoch: bool
-) -> None:
-    """Record the tracker; with ``new_epoch``, replace the old epoch's rows in one transaction."""
+) -> int:
+    """Record the tracker; with ``new_epoch``, replace the old epoch's rows in one transaction.
+
+    Returns the projection's low-water mark over every process's saved partitions.
+    """
     async with pool.connection() as conn, conn.transaction():
         if new_epoch:
             await conn.execute(
@@ -55,17 +68,14 @@ async def save(
             " GREATEST(projection_partitions.last_position, excluded.last_position)",
             (projection, list(tracker.seen), list(tracker.seen.values())),
         )
-
-
-# Every projection's low-water mark: the least position over all partitions of its epoch (0 while
-# one of them has none yet).
-LOW_WATER_MARKS = (
-    "SELECT e.projection, CASE WHEN count(p.partition) < e.partitions THEN 0"
-    " ELSE coalesce(min(p.last_position), 0) END"
-    " FROM projection_epochs e LEFT JOIN projection_partitions p"
-    " ON p.projection = e.projection AND p.partition < e.partitions"
-    " GROUP BY e.projection, e.partitions"
-)
+        row = await (
+            await conn.execute(
+                "SELECT mark FROM (" + LOW_WATER_MARKS + ") AS m(projection, mark)"
+                " WHERE projection = %s",
+                (projection,),
+            )
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 async def low_water_marks(pool: AsyncConnectionPool[Any]) -> dict[str, int]:

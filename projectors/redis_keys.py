@@ -14,7 +14,9 @@ works on Redis Cluster too:
   rebuild); its absence means Redis lost the generation's data
 
 Outside generations: ``tally:generation:<base>`` (the pointer), ``tally:live:<commentable>``
-(pub/sub of score changes).
+(pub/sub of score changes), ``tally:lwm:{<deployment>}:<projection>`` (each projection's
+low-water mark, for read-your-writes; ``deployment`` is the consumer-group prefix; one slot, so
+a reader gets them all in one MGET).
 """
 
 from __future__ import annotations
@@ -37,10 +39,14 @@ def votes_key(generation: str, commentable_id: str, comment_id: object) -> str:
     return f"{prefix(generation, commentable_id)}v:{comment_id}"
 
 
+def ranking_key(generation: str, commentable_id: str, sort: str) -> str:
+    """A commentable's ranking by ``sort``."""
+    return f"{prefix(generation, commentable_id)}rank:{sort}"
+
+
 def ranking_keys(generation: str, commentable_id: str) -> list[str]:
     """A commentable's rankings, one per sort, in ``SORTS`` order."""
-    base = prefix(generation, commentable_id)
-    return [f"{base}rank:{sort}" for sort in SORTS]
+    return [ranking_key(generation, commentable_id, sort) for sort in SORTS]
 
 
 def where_key(generation: str, comment_id: object) -> str:
@@ -76,3 +82,8 @@ def pointer_key(base: str) -> str:
 def live_channel(commentable_id: str) -> str:
     """The pub/sub channel with a commentable's score changes."""
     return f"tally:live:{commentable_id}"
+
+
+def low_water_key(deployment: str, projection: str) -> str:
+    """Where ``projection`` of ``deployment`` publishes its low-water mark."""
+    return f"tally:lwm:{{{deployment}}}:{projection}"

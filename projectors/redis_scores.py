@@ -27,7 +27,7 @@ from projectors.base import CannotApply, ReadModelLost
 from projectors.compaction import CommentChange, compact
 from projectors.generations import Generations, scan_batches
 from projectors.judging import Finding, StoredComment, judge, truth_at
-from projectors.store_errors import redis_reply_is_transient
+from projectors.store_errors import classify
 from schemas.envelope import Envelope
 from schemas.events import CommentDeleted, CommentEdited, CommentPosted
 
@@ -58,7 +58,13 @@ async def _run_script(
         async with redis.pipeline(transaction=False) as pipe:
             for keys, args in calls[start : start + _CALLS_PER_PIPELINE]:
                 pipe.evalsha(sha, len(keys), *keys, *args)
-            results += await pipe.execute()
+            # Errors come back as they are: raised by the pipeline, their message is lost
+            # (redis-py), and the message is what tells OOM or BUSY from a failing script.
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        results += replies
     return results
 
 
@@ -120,7 +126,7 @@ class RedisScoresProjection:
                 await self.setup()
                 results = await _run_script(self._redis, self._sha, calls)
         except ResponseError as exc:
-            if redis_reply_is_transient(str(exc)):
+            if classify(exc) == "transient":
                 raise  # OOM, READONLY, BUSY...: Redis cannot write now, the events are fine
             # A script error is about the data of these events: find the one that fails.
             raise CannotApply(envelopes[0], f"redis script failed: {exc}") from exc

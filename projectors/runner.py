@@ -88,6 +88,10 @@ async def _nothing() -> None:
     return None
 
 
+async def _ignore(projection: str, low_water: int) -> None:
+    return None
+
+
 class ProjectorRunner:
     """Feeds one projection from the events topic."""
 
@@ -99,6 +103,7 @@ class ProjectorRunner:
         store: EventStore,
         fence: SwitchFence,
         on_lost: Callable[[], Awaitable[None]] | None = None,
+        on_progress: Callable[[str, int], Awaitable[None]] | None = None,
     ) -> None:
         self.projection = projection
         self._config = config
@@ -107,6 +112,7 @@ class ProjectorRunner:
         self._fence = fence
         self._name = projection.name
         self._on_lost = on_lost or _nothing
+        self._on_progress = on_progress or _ignore
         self.tracker = PartitionTracker()
         self._persisted = (0, 0)
         self._stop = asyncio.Event()
@@ -118,7 +124,8 @@ class ProjectorRunner:
         self._checked = 0.0
         self._heard_at = time.monotonic()
         self._stalls = 0
-        self.ready = asyncio.Event()  # set once caught up with the head
+        self.ready = asyncio.Event()  # set once caught up with the head seen at start
+        self._ready_at = 0
         # The low-water mark as saved: what was applied for sure (the tracker runs ahead of
         # delivery within a batch).
         self.applied_low_water = 0
@@ -143,14 +150,13 @@ class ProjectorRunner:
         await self._until_ready(
             lambda: ensure_topic(config.bootstrap, config.topic, config.partitions)
         )
-        self.tracker = await self._until_ready(lambda: positions.load(self._pool, self._name))
-        self._persisted = (self.tracker.epoch, self.tracker.partitions)
-        self.applied_low_water = self.tracker.low_water_mark()
+        await self._load_tracker()
         if not self.tracker.seen:
             # From nothing: what this projection writes from now on is whole.
             await self._until_ready(self.projection.mark_intact)
         await self._until_ready(self.delivery.refresh_parked)
-        self._show_progress(await self._until_ready(self._store.head))
+        self._ready_at = await self._until_ready(self._store.head)
+        self._show_progress(self._ready_at)
         log.info("projector_started", projection=self._name, low_water=self.applied_low_water)
         while not stop.is_set():
             consumer = make_consumer(
@@ -168,9 +174,26 @@ class ProjectorRunner:
                 # like a partition revoked mid-call, as AssertionError): start over.
                 log.warning("replacing_consumer", projection=self._name, error=repr(exc))
                 await asyncio.sleep(1)
+            except (Stopping, ProjectorFailed):
+                raise
+            except Exception as exc:
+                if classify(exc) != "transient":
+                    raise
+                # A store went away mid-batch (a heal's read, saving positions): the tracker
+                # may be ahead of what was applied, so start again from what was saved; the
+                # uncommitted messages come again.
+                log.warning("projector_restarting_batch", projection=self._name, error=repr(exc))
+                await asyncio.sleep(1)
+                await self._load_tracker()
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(consumer.stop(), 10)
+
+    async def _load_tracker(self) -> None:
+        """The tracker as last saved: everything it claims was applied."""
+        self.tracker = await self._until_ready(lambda: positions.load(self._pool, self._name))
+        self._persisted = (self.tracker.epoch, self.tracker.partitions)
+        self.applied_low_water = self.tracker.low_water_mark()
 
     async def _poll(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         """Consume until stopped, or until this consumer looks stuck (then it is replaced)."""
@@ -313,12 +336,23 @@ class ProjectorRunner:
         return bool(waiting)
 
     async def _save(self) -> None:
+        """Save the tracker (once what it claims is applied) and publish the low-water mark."""
         epoch = (self.tracker.epoch, self.tracker.partitions)
-        await self.delivery._retrying(
-            lambda: positions.save(self._pool, self._name, self.tracker, epoch != self._persisted)
-        )
+        new_epoch = epoch != self._persisted
+        marks: list[int] = []
+
+        async def save() -> None:
+            marks.append(await positions.save(self._pool, self._name, self.tracker, new_epoch))
+
+        await self.delivery._retrying(save)
         self._persisted = epoch
-        self.applied_low_water = self.tracker.low_water_mark()
+        self.applied_low_water = marks[-1]
+        try:
+            await self._on_progress(self._name, self.applied_low_water)
+        except Exception as exc:  # readers fall back to per-comment positions meanwhile
+            if classify(exc) == "bug":
+                raise
+            log.warning("progress_not_published", projection=self._name, error=repr(exc))
 
     async def _checks(self) -> None:
         """Follow the DLQ, check the read model is whole, update lag gauges (never fatal)."""
@@ -343,7 +377,7 @@ class ProjectorRunner:
         LAG_SECONDS.labels(self._name).set(
             max(0.0, time.time() - self._last_time) if lag and self._last_time else 0.0
         )
-        if not lag:
+        if mark >= self._ready_at:  # caught up with the log as it was at start
             self.ready.set()
             READY.labels(self._name).set(1)
 

@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             settings.redis_generation,
             settings.ranking_snapshot_seconds,
             settings.ranking_cursor_ttl_seconds,
+            settings.kafka_group_prefix,
         )
         app.state.es_reads = EsReads(es, settings.es_comments_alias)
         app.state.verifier = TokenVerifier(settings.jwt_secret, settings.jwt_algorithm)

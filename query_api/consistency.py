@@ -1,8 +1,10 @@
 """Read-your-writes: wait (bounded) until a projection has reached a position.
 
-A single comment waits on its own ``pos`` in Redis: exact, since every event of a comment is
-applied in order. Lists and batches wait on the projection's checkpoint, the highest position
-applied: a good bound, though another partition may still lag behind it.
+``min_position`` is a session token: a read given the highest position a client has seen
+reflects every event at or below it. Lists and batches wait for the projection's low-water mark
+(``projectors.progress``: every event at or below it is applied, across partitions and
+processes). A single comment is done as soon as its own position or the mark gets there: its
+events are applied in order, so its own position at P covers it too.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from prometheus_client import Gauge
 
-from projectors.redis_keys import live_channel, prefix
+from projectors.redis_keys import comment_key, live_channel, ranking_key
 
 HEARTBEAT_S = 15.0
 RESUME_LIMIT = 2000
@@ -29,11 +29,12 @@ STREAMS = Gauge("tally_live_streams", "Open live (SSE) streams", multiprocess_mo
 
 async def _missed(state: State, commentable_id: str, after: int) -> list[dict[str, Any]]:
     redis = state.redis_reads.redis
-    base = prefix(await state.redis_reads.generations.current_cached(), commentable_id)
-    ids = [i.decode() for i in await redis.zrevrange(f"{base}rank:new", 0, RESUME_LIMIT - 1)]
+    generation = await state.redis_reads.generation()
+    newest = ranking_key(generation, commentable_id, "new")
+    ids = [i.decode() for i in await redis.zrevrange(newest, 0, RESUME_LIMIT - 1)]
     async with redis.pipeline(transaction=False) as pipe:
         for comment_id in ids:
-            pipe.hmget(f"{base}c:{comment_id}", ["up", "down", "pos"])
+            pipe.hmget(comment_key(generation, commentable_id, comment_id), ["up", "down", "pos"])
         rows = await pipe.execute()
     changes = [
         {

@@ -17,10 +17,25 @@ from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from projectors.generations import Generations
-from projectors.redis_keys import checkpoint_key, comment_key, prefix, votes_key, where_key
+from projectors.generations import READER_CACHE_SECONDS, Generations
+from projectors.progress import ProgressBoard
+from projectors.redis_keys import (
+    comment_key,
+    intact_key,
+    prefix,
+    votes_key,
+    where_key,
+)
 from tally.coalesce import TickBatcher
+
+
+class RedisLost(RedisError):
+    """Redis lacks the live generation's data (flushed, restarted empty): read elsewhere.
+
+    A ``RedisError``, so every read that falls back when Redis is down falls back here too.
+    """
 
 
 class BadCursor(ValueError):
@@ -44,14 +59,39 @@ class Page(msgspec.Struct, frozen=True):
 class RedisReads:
     """The Redis projection, read side: the live generation, followed across rebuilds."""
 
-    def __init__(self, redis: Redis, generation: str, snapshot_s: int, cursor_ttl_s: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        generation: str,
+        snapshot_s: int,
+        cursor_ttl_s: int,
+        deployment: str = "tally",
+    ) -> None:
         self.redis = redis
+        self.progress = ProgressBoard(redis, deployment)
         self.generations = Generations(redis, generation)
         self._snapshot_s = snapshot_s
         self._cursor_ttl_s = cursor_ttl_s
         # A comment never moves to another commentable: remember where each one lives.
         self._where: dict[str, str] = {}
         self._one: TickBatcher[str, Score | None] = TickBatcher(self._scores_in_order)
+        self._generation = generation
+        self._intact = True
+        self._checked_at = -1.0e9
+
+    async def generation(self) -> str:
+        """The live generation (checked at most every ``READER_CACHE_SECONDS``).
+
+        ``RedisLost`` while its ``intact`` marker is missing: until the rebuild switches, its
+        counts would be missing or partial.
+        """
+        if time.monotonic() - self._checked_at > READER_CACHE_SECONDS:
+            generation = await self.generations.current()
+            self._intact = bool(await self.redis.exists(intact_key(generation)))
+            self._generation, self._checked_at = generation, time.monotonic()
+        if not self._intact:
+            raise RedisLost(f"redis generation {self._generation} lost its data; rebuilding")
+        return self._generation
 
     async def score(self, comment_id: str) -> Score | None:
         """One comment's live counts; concurrent calls share one Redis round trip."""
@@ -65,7 +105,7 @@ class RedisReads:
         """Which commentable each comment belongs to (``None``: unknown to the projection)."""
         unknown = [c for c in comment_ids if c not in self._where]
         if unknown:
-            generation = await self.generations.current_cached()
+            generation = await self.generation()
             values = await self.redis.mget([where_key(generation, c) for c in unknown])
             if len(self._where) > 500_000:
                 self._where.clear()
@@ -77,7 +117,7 @@ class RedisReads:
     async def scores(self, comment_ids: Sequence[str]) -> dict[str, Score]:
         """Live counts of the comments the projection knows."""
         where = await self.commentables(comment_ids)
-        generation = await self.generations.current_cached()
+        generation = await self.generation()
         known = [(c, w) for c, w in zip(comment_ids, where, strict=True) if w is not None]
         fields = ["up", "down", "score", "pos", "deleted"]
         if len(known) == 1:  # the hot path: no pipeline machinery for one key
@@ -105,7 +145,7 @@ class RedisReads:
     async def my_votes(self, user_id: str, comment_ids: Sequence[str]) -> dict[str, int]:
         """The user's vote on each comment (0 when none)."""
         where = await self.commentables(comment_ids)
-        generation = await self.generations.current_cached()
+        generation = await self.generation()
         async with self.redis.pipeline(transaction=False) as pipe:
             for comment_id, commentable in zip(comment_ids, where, strict=True):
                 if commentable is not None:
@@ -116,16 +156,15 @@ class RedisReads:
             for comment_id, commentable in zip(comment_ids, where, strict=True)
         }
 
-    async def checkpoint(self) -> int:
-        """The highest position the projection applied."""
-        generation = await self.generations.current_cached()
-        return int(await self.redis.get(checkpoint_key(generation)) or 0)
+    async def low_water(self, projection: str = "redis") -> int:
+        """``projection``'s low-water mark: every event at or below it is applied."""
+        return await self.progress.low_water(projection)
 
     async def page(
         self, commentable_id: str, sort: str, limit: int, cursor: dict[str, Any] | None
     ) -> Page:
         """One page of comment ids, best first, from a ranking snapshot."""
-        base = prefix(await self.generations.current_cached(), commentable_id)
+        base = prefix(await self.generation(), commentable_id)
         if cursor is None:
             bucket = int(time.time() // max(1, self._snapshot_s))
             snapshot, offset = f"snap:{sort}:{bucket}", 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from typing import Annotated, Any, Literal
@@ -71,8 +72,11 @@ async def _counts(state: State, comment_id: str, wanted: int | None) -> tuple[Sc
         if wanted:
 
             async def position() -> int:
+                # The comment's own position, or the projection's low-water mark: either at
+                # ``wanted`` means every event up to it shows.
                 found = await reads.score(comment_id)
-                return found.position if found else 0
+                own = found.position if found else 0
+                return own if own >= wanted else max(own, await reads.low_water())
 
             await wait_for_position(wanted, position, state.settings.read_wait_ms / 1000)
         return await reads.score(comment_id), False
@@ -88,7 +92,12 @@ async def _document(state: State, comment_id: str, wanted: int | None) -> dict[s
     async def position() -> int:
         nonlocal found
         found = (await state.es_reads.comments([comment_id], fresh=bool(wanted))).get(comment_id)
-        return int(found.get("position", 0)) if found else 0
+        own = int(found.get("position", 0)) if found else 0
+        if wanted is None or own >= wanted:
+            return own
+        with contextlib.suppress(*STORE_DOWN):  # the marks live in Redis; without, wait on own
+            own = max(own, await state.redis_reads.low_water("comments"))
+        return own
 
     try:
         if wanted:
@@ -114,14 +123,14 @@ async def get_comment(
     """A comment with its live up, down and score."""
     cid = str(comment_id)
     wanted = wanted_position(request, min_position)
-    counts, stale = await _counts(state, cid, wanted)
+    counts, _ = await _counts(state, cid, wanted)
     doc = await _document(state, cid, wanted)
     if doc is None and counts is None:
         raise UnknownComment(f"comment {cid} not found")
     headers = {
         "X-Tally-Position": str(counts.position if counts else doc.get("position", 0) if doc else 0)
     }
-    if stale:
+    if counts is None:  # the counts are the comment index's, a little behind Redis's
         headers["X-Tally-Stale"] = "true"
     return _json(comment_out(cid, doc, counts), headers)
 
@@ -141,12 +150,15 @@ async def get_score(
             ScoreOut(cid, counts.up, counts.down, counts.score),
             {"X-Tally-Position": str(counts.position)},
         )
-    doc = None
-    if stale:
-        try:
-            doc = (await state.es_reads.comments([cid])).get(cid)
-        except INDEX_DOWN as exc:
+    # Down, or it does not know the comment (yet, or any more: a flushed Redis is only noticed
+    # within half a second): the comment index may still have it. Never a 404 for a comment
+    # that exists.
+    try:
+        doc = (await state.es_reads.comments([cid])).get(cid)
+    except INDEX_DOWN as exc:
+        if stale:
             raise Unavailable("neither Redis nor Elasticsearch answers") from exc
+        doc = None
     if doc is None:
         raise UnknownComment(f"comment {cid} not found")
     return _json(
@@ -164,7 +176,7 @@ async def get_scores(
     headers: dict[str, str] = {}
     try:
         wanted = wanted_position(request, min_position)
-        reached = await _wait_checkpoint(state, wanted)
+        reached = await _wait_low_water(state, wanted)
         found = await state.redis_reads.scores(wanted_ids)
         scores = {c: ScoreOut(c, s.up, s.down, s.score) for c, s in found.items()}
         headers["X-Tally-Position"] = str(reached)
@@ -181,11 +193,12 @@ async def get_scores(
     return _json(body, headers)
 
 
-async def _wait_checkpoint(state: State, wanted: int | None) -> int:
+async def _wait_low_water(state: State, wanted: int | None) -> int:
+    """Wait until the Redis projection's low-water mark reaches ``wanted``; return the mark."""
     reads = state.redis_reads
     if wanted:
-        return await wait_for_position(wanted, reads.checkpoint, state.settings.read_wait_ms / 1000)
-    return int(await reads.checkpoint())
+        return await wait_for_position(wanted, reads.low_water, state.settings.read_wait_ms / 1000)
+    return int(await reads.low_water())
 
 
 @get(
@@ -208,7 +221,7 @@ async def list_comments(
         decode = decode_cursor(cursor, commentable_id, sort)
     wanted = wanted_position(request, min_position)
     try:
-        position = await _wait_checkpoint(state, wanted)
+        position = await _wait_low_water(state, wanted)
         page = await state.redis_reads.page(commentable_id, sort, limit, decode)
         counts = await state.redis_reads.scores(page.ids)
     except STORE_DOWN as exc:

@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -116,23 +115,32 @@ RUN_PROCESSES = [
 
 
 def _run(settings: Settings) -> int:
-    """Everything, in the foreground: stack, migrations, then every service until Ctrl-C."""
+    """Everything, in the foreground: stack, migrations, then every service until Ctrl-C.
+
+    Supervised: a process that exits is restarted (with backoff) while the others keep serving.
+    """
     from tally import stack
+    from tally.processes import spawn
+    from tally.processes import stop as stop_process
+    from tally.services import PROJECTIONS
+    from tally.supervisor import Supervisor, system_ready
 
     stack.stack_up(settings, console.print)
     _migrate(settings)
-    from tally.processes import spawn
-    from tally.processes import stop as stop_process
-
-    procs: list[subprocess.Popen[bytes]] = []
-    for argv in RUN_PROCESSES:
-        procs.append(spawn(argv))
-        console.print(f"started tally {' '.join(argv)} (pid {procs[-1].pid})")
-    console.print(
-        f"command API on http://{settings.command_api_host}:{settings.command_api_port},"
-        f" query API on http://{settings.command_api_host}:{settings.query_api_port}"
-        " (OpenAPI at /schema on each). Get a token with: tally token --user alice. Ctrl-C stops."
+    supervisor = Supervisor(RUN_PROCESSES, spawn, console.print)
+    supervisor.start()
+    host = settings.command_api_host.replace("0.0.0.0", "127.0.0.1")
+    metrics = settings.metrics_host.replace("0.0.0.0", "127.0.0.1")
+    command = f"http://{host}:{settings.command_api_port}"
+    query = f"http://{host}:{settings.query_api_port}"
+    probes = (
+        command,
+        query,
+        f"http://{metrics}:{settings.relay_metrics_port}/metrics",
+        f"http://{metrics}:{settings.projector_metrics_port}/metrics",
+        list(PROJECTIONS),
     )
+    console.print("starting; waiting until every process is ready...")
     stopping = False
 
     def stop(*_: object) -> None:
@@ -141,20 +149,20 @@ def _run(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    exit_code = 0
+    ready = False
     while not stopping:
-        if any(p.poll() is not None for p in procs):
-            console.print("[red]a service exited; stopping the others")
-            exit_code = 1
-            break
+        supervisor.tend()
+        if not ready and system_ready(*probes):
+            ready = True
+            console.print(
+                f"[green]ready:[/green] command API on {command}, query API on {query}"
+                " (OpenAPI at /schema on each). Get a token with: tally token --user alice."
+                " Ctrl-C stops."
+            )
         time.sleep(0.5)
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        stop_process(proc)
+    supervisor.stop(stop_process)
     console.print("services stopped; the stack keeps running (tally stack down stops it)")
-    return exit_code
+    return 0
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:

@@ -26,6 +26,7 @@ from projectors.es_comments import EsCommentsProjection
 from projectors.es_indices import COMMENTS_MAPPING, VOTES_MAPPING
 from projectors.es_votes import EsVotesProjection
 from projectors.fence import SwitchFence
+from projectors.progress import ProgressBoard
 from projectors.rebuilder import Rebuilder
 from projectors.rebuilds import IndexRebuild, Rebuild, RedisGenerationRebuild
 from projectors.reconciler import Reconcilable, Reconciler, ReconcilerConfig
@@ -38,6 +39,9 @@ log = structlog.get_logger(__name__)
 PROJECTIONS = ("redis", "comments", "votes")
 # Back-end statements read and write in bulk (heals read whole ranges): bounded, but generously.
 BACKEND_STATEMENT_MS = 120_000
+# A Lua call over a big batch takes a while, but a Redis that says nothing for this long is
+# stalled: the call fails and is retried.
+BACKEND_REDIS_TIMEOUT = 10.0
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -130,7 +134,7 @@ async def open_stores(
     """Clients of the read-model stores, closed afterwards; every call has a deadline."""
     redis = Redis.from_url(
         settings.redis_url,
-        socket_timeout=max(es_timeout, 5),
+        socket_timeout=BACKEND_REDIS_TIMEOUT,
         socket_connect_timeout=2,
         health_check_interval=10,
         max_connections=64,
@@ -193,6 +197,7 @@ async def run_projectors(settings: Settings, names: list[str]) -> None:
         open_stores(settings, es_timeout=30) as (redis, es),
     ):
         store = PostgresEventStore(pool)
+        progress = ProgressBoard(redis, settings.kafka_group_prefix)
         tasks = []
         rebuilders = []
         for projection in build_projections(settings, names, redis, es):
@@ -201,7 +206,9 @@ async def run_projectors(settings: Settings, names: list[str]) -> None:
                 name, settings.pg_dsn, functools.partial(rebuild_of, settings, name, redis, es)
             )
             rebuilders.append(rebuilder)
-            runner = projector_runner(settings, projection, pool, rebuilder.trigger)
+            runner = projector_runner(
+                settings, projection, pool, rebuilder.trigger, progress.publish
+            )
             reconciler = Reconciler(
                 cast(Reconcilable, projection),
                 store,
@@ -222,6 +229,7 @@ def projector_runner(
     projection: Projection,
     pool: AsyncConnectionPool[Any],
     on_lost: Callable[[], Awaitable[None]] | None = None,
+    on_progress: Callable[[str, int], Awaitable[None]] | None = None,
 ) -> ProjectorRunner:
     """A runner feeding ``projection`` from the events topic."""
     return ProjectorRunner(
@@ -231,6 +239,7 @@ def projector_runner(
         PostgresEventStore(pool),
         SwitchFence(settings.pg_dsn, projection.name),
         on_lost,
+        on_progress,
     )
 
 

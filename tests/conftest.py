@@ -37,7 +37,11 @@ async def pool(settings: Settings) -> AsyncIterator[AsyncConnectionPool[Any]]:
         pytest.exit(f"the test stack is not running ({exc}); run `make test`", returncode=2)
     await migrate(settings.pg_dsn)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        settings.pg_dsn, min_size=2, max_size=40, open=False
+        settings.pg_dsn,
+        min_size=2,
+        max_size=40,
+        open=False,
+        check=AsyncConnectionPool.check_connection,  # fault tests restart the server
     )
     await pool.open()
     yield pool
@@ -56,7 +60,12 @@ async def clean_store(pool: AsyncConnectionPool[Any]) -> AsyncConnectionPool[Any
 async def apool(settings: Settings, clean_store: Any) -> AsyncIterator[AsyncConnectionPool[Any]]:
     """An autocommit pool on an empty store, as the relay and the projectors use."""
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        settings.pg_dsn, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
+        settings.pg_dsn,
+        min_size=1,
+        max_size=8,
+        open=False,
+        kwargs={"autocommit": True},
+        check=AsyncConnectionPool.check_connection,
     )
     await pool.open()
     yield pool

@@ -138,9 +138,9 @@ async def test_rebuilding_every_projection_under_traffic_keeps_reads_whole(
                     if one.json()["score"] != views[quiet[1]].score:
                         problems.append(f"comment read: {one.json()}")
                     position = int(scores.headers["x-tally-position"])
-                    if position < seen.get("checkpoint", 0):
-                        problems.append(f"checkpoint went back to {position}")
-                    seen["checkpoint"] = position
+                    if position < seen.get("low_water", 0):
+                        problems.append(f"low-water mark went back to {position}")
+                    seen["low_water"] = position
 
             tasks = [asyncio.create_task(traffic()), asyncio.create_task(reader())]
             await asyncio.sleep(1)

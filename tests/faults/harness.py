@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from tally.auth import mint_token
 from tally.processes import spawn, wait_healthy
 from tally.processes import stop as stop_process
 from tally.settings import Settings, as_environment
+from tally.status import scrape
 from tests.pipeline import isolated
 
 PROCESSES = ("command-api", "query-api", "relay", "projector")
@@ -47,6 +49,7 @@ class Ports:
     query: int = 28301
     relay_metrics: int = 28311
     projector_metrics: int = 28312
+    standby_metrics: int = 28313
 
 
 def fault_settings(settings: Settings, **overrides: Any) -> Settings:
@@ -71,7 +74,7 @@ class System:
         self.ports = ports or Ports()
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.restarts: dict[str, int] = dict.fromkeys(PROCESSES, 0)
+        self.restarts: dict[str, int] = dict.fromkeys([*PROCESSES, "standby"], 0)
 
     @property
     def command_url(self) -> str:
@@ -103,6 +106,9 @@ class System:
             wait_healthy(proc, self.ports.query)
         elif name == "relay":
             proc = spawn(["relay"], env, log)
+        elif name == "standby":  # a second relay, on a metrics port of its own
+            env["TALLY_RELAY_METRICS_PORT"] = str(self.ports.standby_metrics)
+            proc = spawn(["relay"], env, log)
         else:
             proc = spawn(["project", "all"], env, log)
         self.procs[name] = proc
@@ -128,6 +134,27 @@ class System:
     def alive(self) -> dict[str, bool]:
         return {name: proc.poll() is None for name, proc in self.procs.items()}
 
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        """Every JSON log line of any process (any incarnation) with this ``event``."""
+        found = []
+        for path in sorted(self.logs.glob("*.log")) if self.logs else []:
+            for line in path.read_text(errors="replace").splitlines():
+                if f'"{event}"' in line and line.startswith("{"):
+                    with contextlib.suppress(msgspec.DecodeError):
+                        found.append(msgspec.json.decode(line))
+        return [entry for entry in found if entry.get("event") == event]
+
+    def metric(self, port: int, name: str, projection: str = "") -> float | None:
+        """One sample from a process's metrics port (``None`` when it does not answer)."""
+        try:
+            return scrape(f"http://127.0.0.1:{port}/metrics").get((name, projection))
+        except OSError:
+            return None
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` to one process (SIGSTOP pauses it, SIGCONT resumes it)."""
+        os.kill(self.procs[name].pid, sig)
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             with contextlib.suppress(OSError):
@@ -143,8 +170,6 @@ def _kill_tree(pid: int) -> None:
     for child in children:
         _kill_tree(int(child))
     with contextlib.suppress(ProcessLookupError):
-        import os
-
         os.kill(pid, signal.SIGKILL)
 
 
@@ -163,6 +188,7 @@ class Tally:
     retries: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     longest_wait: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # of each acknowledged vote, in order
 
     def expected(self) -> dict[str, tuple[int, int]]:
         """(up, down) per comment, from the acknowledged votes alone."""
@@ -245,7 +271,9 @@ class Voters:
             if status == 200:
                 body = reply.json()
                 self.tally.acked[(comment, user)] = Ack(body["value"], body["position"])
-                self.tally.longest_wait = max(self.tally.longest_wait, time.monotonic() - started)
+                waited = time.monotonic() - started
+                self.tally.longest_wait = max(self.tally.longest_wait, waited)
+                self.tally.latencies.append(waited)
                 return
             if 400 <= status < 500 and status not in (409, 429):
                 raise AssertionError(f"vote refused: {status} {reply.text}")
@@ -254,8 +282,53 @@ class Voters:
             delay = min(delay * 2, 2.0)
 
 
+@dataclass
+class Reads:
+    """What readers saw while faults happened: statuses and anything a client must never see."""
+
+    statuses: dict[int, int] = field(default_factory=dict)
+    stale: int = 0
+    anomalies: list[str] = field(default_factory=list)
+
+
+class Readers:
+    """Clients polling scores of existing comments while the system is being hurt."""
+
+    def __init__(self, system: System, comments: list[str], clients: int = 4) -> None:
+        self.system = system
+        self.comments = comments
+        self.clients = clients
+        self.reads = Reads()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(base_url=self.system.query_url, timeout=5) as client:
+            await asyncio.gather(*(self._read(client, stop, n) for n in range(self.clients)))
+
+    async def _read(self, client: httpx.AsyncClient, stop: asyncio.Event, seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            comment = rng.choice(self.comments)
+            try:
+                reply = await client.get(f"/api/comments/{comment}/score")
+                status = reply.status_code
+            except httpx.TransportError:
+                status = 0
+            reads = self.reads
+            reads.statuses[status] = reads.statuses.get(status, 0) + 1
+            if status == 200:
+                body = reply.json()
+                reads.stale += reply.headers.get("x-tally-stale") == "true"
+                if body["up"] < 0 or body["down"] < 0:
+                    reads.anomalies.append(f"negative counts for {comment}: {body}")
+            elif status == 404:
+                reads.anomalies.append(f"404 for existing comment {comment}")
+            elif status >= 500 and status != 503:
+                reads.anomalies.append(f"{status} for {comment}: {reply.text[:200]}")
+            await asyncio.sleep(0.05)
+
+
 async def post_comments(system: System, commentable: str, count: int) -> list[str]:
-    """Post ``count`` comments on ``commentable``; their ids."""
+    """Post ``count`` comments on ``commentable`` and wait until reads show them; their ids."""
     token = mint_token("author", system.config.jwt_secret, 3600)
     ids = []
     async with httpx.AsyncClient(base_url=system.command_url, timeout=30) as client:
@@ -267,6 +340,18 @@ async def post_comments(system: System, commentable: str, count: int) -> list[st
             )
             reply.raise_for_status()
             ids.append(reply.json()["id"])
+            position = reply.json()["position"]
+    async with httpx.AsyncClient(base_url=system.query_url, timeout=30) as client:
+        deadline = time.monotonic() + 90
+        for comment in ids:
+            while True:
+                reply = await client.get(
+                    f"/api/comments/{comment}", params={"min_position": position}
+                )
+                if reply.status_code == 200:
+                    break
+                assert time.monotonic() < deadline, f"comment {comment} never showed"
+                await asyncio.sleep(0.2)
     return ids
 
 
@@ -334,6 +419,15 @@ async def compare(
     return Verdict(log_problems, model_problems, read_problems)
 
 
+async def until(check: Callable[[], bool], seconds: float, what: str) -> float:
+    """Wait until ``check`` holds; how long it took (fails after ``seconds``)."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < seconds, f"{what}: not within {seconds} s"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
 async def healed(check: Callable[[], Awaitable[Verdict]], seconds: float) -> tuple[float, Verdict]:
     """Wait until ``check`` agrees; return how long it took and the last verdict."""
     started = time.monotonic()
@@ -356,6 +450,44 @@ def running_system(
         system.stop_all()
 
 
+RESULTS = Path(".tally/test/faults.jsonl")
+
+
 def report(name: str, **fields: Any) -> None:
-    """One line per fault run, on stdout (``-s``) and in the JUnit-free log: JSON."""
-    print(f"FAULT {name} " + msgspec.json.encode(fields).decode(), flush=True)
+    """One JSON line per fault run: printed, and appended to ``.tally/test/faults.jsonl``."""
+    line = msgspec.json.encode({"fault": name, **fields}).decode()
+    print(f"FAULT {line}", flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as out:
+        out.write(line + "\n")
+
+
+@dataclass
+class Run:
+    """One fault run: load on a running system, the fault, then the wait for it to heal."""
+
+    system: System
+    voters: Voters
+    readers: Readers
+    stores: tuple[AsyncConnectionPool[Any], Redis, AsyncElasticsearch]
+
+    async def __aenter__(self) -> Run:
+        self._stop = asyncio.Event()
+        self._load = asyncio.gather(self.voters.run(self._stop), self.readers.run(self._stop))
+        self.started = time.monotonic()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._load, 60)
+
+    async def finish(self, heal_seconds: float = 120) -> tuple[float, Verdict]:
+        """Stop the load (every vote in flight is carried to its acknowledgement) and wait
+        until acknowledged votes, the log and every read model agree."""
+        self._stop.set()
+        await self._load
+        pool, redis, es = self.stores
+        return await healed(
+            lambda: compare(self.system, self.voters.tally, pool, redis, es), heal_seconds
+        )

@@ -54,7 +54,9 @@ async def test_a_comment_read_waits_for_its_body_as_well_as_its_counts(
         )
     envelopes = [e async for batch in PostgresEventStore(apool).read_all() for e in batch]
     position = envelopes[-1].position
-    await RedisScoresProjection(redis, config.redis_generation).apply(envelopes)
+    scores = RedisScoresProjection(redis, config.redis_generation)
+    await scores.mark_intact()
+    await scores.apply(envelopes)
     async with open_stores(config, es_timeout=30) as (_, es):
         comments = EsCommentsProjection(es, config.es_comments_alias)
         await comments.setup()
