@@ -36,11 +36,11 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     elif action == "reset":
         stack.stack_reset(settings, console.print)
     else:
-        table = Table("server", "port", "pid", "state")
+        table = Table("server", "port", "pid", "state", "data")
         rows = stack.stack_status(settings)
         for row in rows:
             state = f"[green]{row.detail}" if row.running else f"[red]{row.detail}"
-            table.add_row(row.name, str(row.port), str(row.pid or "-"), state)
+            table.add_row(row.name, str(row.port), str(row.pid or "-"), state, row.data)
         Console().print(table)
         return 0 if all(r.running for r in rows) else 1
     return 0

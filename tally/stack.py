@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -38,6 +39,7 @@ class ServerStatus:
     running: bool
     pid: int | None
     detail: str
+    data: str = ""
 
 
 def _port_of(url: str, default: int) -> int:
@@ -105,6 +107,13 @@ class Server:
     def install(self) -> None:
         """Install whatever the server needs, if missing."""
 
+    def data_location(self) -> str:
+        """Where the server keeps its data."""
+        return str(self.home)
+
+    def remove_data(self) -> None:
+        """Delete data kept outside the stack's folder (the folder itself goes with reset)."""
+
     def launch(self) -> None:
         """Start the process and write the pid file."""
         raise NotImplementedError
@@ -140,7 +149,9 @@ class Server:
         detail = "running" if running and pid else "not running"
         if running and not pid:
             detail = "port answers, but not started by this stack"
-        return ServerStatus(self.name, self.port, running and pid is not None, pid, detail)
+        return ServerStatus(
+            self.name, self.port, running and pid is not None, pid, detail, self.data_location()
+        )
 
     def _spawn(self, argv: list[str], user: str | None = None) -> None:
         with open(self.log_file, "ab") as log:
@@ -166,6 +177,12 @@ def _wait(check: Callable[[], bool], seconds: float, what: str) -> None:
 
 
 class Postgres(Server):
+    """A private PostgreSQL. As root it runs as ``postgres``, which may not be able to enter the
+    checkout (``mktemp -d`` and ``/root`` are 0700): its files then live in the ``postgres``
+    user's home, under a folder named after this stack's path (``runtime``), and the stack's own
+    folder keeps only the pid and where the data is. The user's folders keep their permissions.
+    """
+
     name = "postgres"
 
     @property
@@ -174,8 +191,27 @@ class Postgres(Server):
         return "postgres" if os.geteuid() == 0 else None
 
     @property
+    def runtime(self) -> Path:
+        """Where the data, socket and log live."""
+        if self.run_as is None or (self.home / "data" / "PG_VERSION").exists():
+            return self.home  # this user's server, or a stack made before the move
+        owner_home = Path(pwd.getpwnam(self.run_as).pw_dir)
+        key = hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
+        return owner_home / "tally-stacks" / key
+
+    @property
     def data(self) -> Path:
-        return self.home / "data"
+        return self.runtime / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.runtime / "postgres.log"
+
+    def data_location(self) -> str:
+        try:
+            return str(self.data)
+        except KeyError:  # no postgres user yet: nothing installed, nothing stored
+            return "-"
 
     def bin(self, tool: str) -> str:
         found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"), key=_version_key)
@@ -203,15 +239,26 @@ class Postgres(Server):
             return False
 
     def _as_owner(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(argv, user=self.run_as, capture_output=True, text=True, check=False)
+        # In a folder the server's user can enter (not the caller's, which may be 0700).
+        return subprocess.run(
+            argv,
+            user=self.run_as,
+            cwd=self.runtime,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
     def launch(self) -> None:
         user = self.run_as
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "location").write_text(f"{self.runtime}\n")
         if user:
             owner = pwd.getpwnam(user)
-            for path in (self.home, self.data):
+            for path in (self.runtime.parent, self.runtime, self.data):
                 path.mkdir(parents=True, exist_ok=True)
                 os.chown(path, owner.pw_uid, owner.pw_gid)
+            self.runtime.chmod(0o700)
             self.log_file.touch()
             os.chown(self.log_file, owner.pw_uid, owner.pw_gid)
         if not (self.data / "PG_VERSION").exists():
@@ -232,7 +279,7 @@ class Postgres(Server):
             if init.returncode != 0:
                 raise StackError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
         options = (
-            f"-p {self.port} -k {self.home} -c listen_addresses=127.0.0.1"
+            f"-p {self.port} -k {self.runtime} -c listen_addresses=127.0.0.1"
             " -c max_connections=200 -c shared_buffers=256MB -c synchronous_commit=on"
         )
         start = self._as_owner(
@@ -260,6 +307,10 @@ class Postgres(Server):
             return
         self._as_owner([self.bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
         self.pid_file.unlink(missing_ok=True)
+
+    def remove_data(self) -> None:
+        if self.run_as is not None and self.data_location() != "-":
+            shutil.rmtree(self.runtime, ignore_errors=True)
 
 
 def _version_key(path: str) -> tuple[int, ...]:
@@ -399,7 +450,9 @@ def stack_status(settings: Settings) -> list[ServerStatus]:
 
 
 def stack_reset(settings: Settings, report: Callable[[str], None] = print) -> None:
-    """Stop everything and delete the data directory."""
+    """Stop everything and delete the data directory (and data kept elsewhere for it)."""
     stack_down(settings, report)
+    for server in servers(settings):
+        server.remove_data()
     shutil.rmtree(settings.data_path, ignore_errors=True)
     report(f"removed {settings.data_path}")
