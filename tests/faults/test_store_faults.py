@@ -69,3 +69,28 @@ async def test_every_process_rides_through_a_postgresql_restart(
     # While it was down, votes were refused cleanly (503), then acknowledged again.
     assert run.voters.tally.statuses.get(503, 0) > 0
     assert not {s for s in run.voters.tally.statuses if s >= 500} - {503}
+
+
+async def test_a_deleted_comment_index_is_noticed_and_rebuilt(
+    system: System, load: Any, es: AsyncElasticsearch
+) -> None:
+    alias = system.config.es_comments_alias
+    async with load(seed=23) as run:
+        await asyncio.sleep(4)
+        live = sorted((await es.indices.get_alias(name=alias)).body)
+        await es.indices.delete(index=live)  # the index, and its alias with it
+        deleted = time.monotonic()
+        noticed = await until(lambda: bool(system.logged("read_model_lost")), 30, "noticed")
+        rebuilt = await until(lambda: bool(system.logged("read_model_rebuilt")), 120, "rebuilt")
+        await asyncio.sleep(3)
+        _, verdict = await run.finish()
+    report(
+        "es-index-deleted",
+        noticed_s=round(noticed, 1),
+        rebuilt_s=round(rebuilt, 1),
+        healed_s=round(time.monotonic() - deleted, 1),
+        acked=len(run.voters.tally.acked),
+    )
+    assert verdict.ok, str(verdict)
+    assert {e["projection"] for e in system.logged("read_model_rebuilt")} == {"comments"}
+    assert await es.indices.exists_alias(name=alias)

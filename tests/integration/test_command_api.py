@@ -18,7 +18,9 @@ from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 from structlog.testing import LogCapture
 
+from command_api import unit_of_work
 from command_api.app import create_app
+from event_store.errors import CommitOutcomeUnknown
 from tally.auth import mint_token
 from tally.settings import Settings
 
@@ -390,3 +392,46 @@ async def test_ready_reports_a_dead_dependency(api: ApiFactory) -> None:
         reply = await client.get("/ready")
     assert reply.status_code == 503
     assert reply.json()["checks"]["redis"].startswith("down")
+
+
+async def test_a_commit_whose_reply_was_lost_is_read_back_not_answered_as_a_conflict(
+    api: ApiFactory, settings: Settings, clean_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = unit_of_work.append_and_commit
+
+    async def commit_then_lose_the_connection(*args: Any, **kwargs: Any) -> list[int]:
+        await real(*args, **kwargs)  # committed on the server...
+        raise CommitOutcomeUnknown("server closed the connection unexpectedly")  # ...reply lost
+
+    alice = auth(settings, "alice")
+    async with api() as client:
+        monkeypatch.setattr(unit_of_work, "append_and_commit", commit_then_lose_the_connection)
+        posted = await client.post(
+            "/api/comments", json={"commentable_id": "p", "content": "hi"}, headers=alice
+        )
+        monkeypatch.setattr(unit_of_work, "append_and_commit", real)
+    assert posted.status_code == 201, posted.text
+    async with clean_store.connection() as conn:
+        row = await (await conn.execute("SELECT max(position), count(*) FROM events")).fetchone()
+    assert row == (posted.json()["position"], 1)
+    assert await count(clean_store, "comments") == 1
+
+
+async def test_a_commit_that_never_happened_answers_503_and_writes_nothing(
+    api: ApiFactory, settings: Settings, clean_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def lose_the_connection_first(*args: Any, **kwargs: Any) -> list[int]:
+        raise CommitOutcomeUnknown("server closed the connection unexpectedly")
+
+    async with api() as client:
+        monkeypatch.setattr(unit_of_work, "append_and_commit", lose_the_connection_first)
+        posted = await client.post(
+            "/api/comments",
+            json={"commentable_id": "p", "content": "hi"},
+            headers=auth(settings, "alice") | {"Idempotency-Key": "k-1"},
+        )
+    assert_problem(posted, 503, "store-unavailable")
+    assert posted.headers["retry-after"] == "1"
+    assert "Idempotency-Key" in posted.json()["detail"]
+    assert await count(clean_store, "events") == 0
+    assert await count(clean_store, "comments") == 0

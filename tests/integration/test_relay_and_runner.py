@@ -34,6 +34,7 @@ from tests.pipeline import (
     publish,
     record_history,
     redis_matches_store,
+    run_cli,
     runner_for,
     running,
 )
@@ -227,3 +228,51 @@ async def test_a_restarted_projector_reports_no_lag_for_what_it_applied_before(
             )
 
         await eventually(no_lag, 60)  # the group rejoin can take a while
+
+
+async def test_after_dlq_retry_the_live_runner_stops_holding_the_comment(
+    settings: Settings, apool: AsyncConnectionPool[Any], redis: Redis
+) -> None:
+    config = isolated(settings)
+    history = await record_history(apool, 60, seed=15)
+    poison = next(e for e in history if hasattr(e.event, "user_id"))
+    victim = poison.event.comment_id
+    async with apool.connection() as conn:
+        await conn.execute(
+            "UPDATE events SET type = 'VoteExploded', data = data || '{\"type\": \"VoteExploded\"}'"
+            " WHERE position = %s",
+            (poison.position,),
+        )
+    await publish(config, apool)
+    projection = RedisScoresProjection(redis, config.redis_generation)
+    async with running(runner_for(projection, config, apool)):
+        await eventually(lambda: _parked_includes(apool, poison.position))
+        async with apool.connection() as conn:  # the fix ships; the operator retries
+            await conn.execute(
+                "UPDATE events SET type = %s, data = data || jsonb_build_object('type', %s::text)"
+                " WHERE position = %s",
+                (type(poison.event).__name__, type(poison.event).__name__, poison.position),
+            )
+        retried = await run_cli(config, "dlq", "retry", "--projection", "redis")
+        assert retried.returncode == 0, retried.stderr
+        # A new vote on the comment reaches the same, still running, runner: applied, not held.
+        vote = VoteCast(
+            comment_id=victim,
+            commentable_id=poison.event.commentable_id,
+            user_id="late",
+            value=1,
+            previous=0,
+        )
+        async with apool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            [position] = await append_pending(
+                cur, [PendingEvent(stream_id=f"vote-{victim}-late", stream_version=1, event=vote)]
+            )
+        await publish(config, apool)
+        key = f"{prefix(config.redis_generation, vote.commentable_id)}c:{victim}"
+        await eventually(lambda: _pos_at_least(redis, key, position))
+    assert await parking.list_parked(apool, "redis") == []
+    assert await redis_matches_store(redis, config.redis_generation, apool)
+
+
+async def _parked_includes(pool: AsyncConnectionPool[Any], position: int) -> bool:
+    return position in {r.position for r in await parking.list_parked(pool, "redis")}

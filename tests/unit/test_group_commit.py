@@ -4,8 +4,10 @@ import asyncio
 from collections.abc import Sequence
 from uuid import uuid4
 
+import pytest
+
 from command_api.deciders.vote import CastVote
-from command_api.group_commit import GroupCommitter
+from command_api.group_commit import CommandTimedOut, GroupCommitter, Overloaded, with_deadline
 from command_api.unit_of_work import Accepted, Outcome, WorkItem
 
 
@@ -64,3 +66,60 @@ async def test_a_runner_that_raises_fails_each_command_instead_of_hanging() -> N
     finally:
         await committer.stop()
     assert all(isinstance(o, RuntimeError) for o in outcomes)
+
+
+async def test_a_full_queue_refuses_at_once_instead_of_queuing() -> None:
+    release = asyncio.Event()
+
+    async def stalled(items: Sequence[WorkItem]) -> list[Outcome]:
+        await release.wait()  # the database does not answer
+        return [Accepted(200, b"ok") for _ in items]
+
+    committer = GroupCommitter(stalled, max_wait_ms=0, max_batch=1, workers=1, max_queue=3)
+    await committer.start()
+    try:
+        first = asyncio.create_task(committer.submit(item(0)))
+        await asyncio.sleep(0.01)  # taken by the worker, which now waits
+        queued = [asyncio.create_task(committer.submit(item(n))) for n in range(1, 4)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded):
+            await committer.submit(item(9))
+        release.set()
+        assert all(isinstance(o, Accepted) for o in await asyncio.gather(first, *queued))
+    finally:
+        await committer.stop()
+
+
+async def test_a_command_still_queued_at_its_deadline_is_dropped_unrun() -> None:
+    ran: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(items: Sequence[WorkItem]) -> list[Outcome]:
+        ran.extend(i.user_id for i in items)
+        await release.wait()
+        return [Accepted(200, b"ok") for _ in items]
+
+    committer = GroupCommitter(slow, max_wait_ms=0, max_batch=1, workers=1, deadline_ms=50)
+    await committer.start()
+    try:
+        first = asyncio.create_task(committer.submit(item(0)))
+        await asyncio.sleep(0.01)
+        late = asyncio.create_task(committer.submit(item(1)))
+        await asyncio.sleep(0.1)  # past its deadline while the first batch holds the worker
+        release.set()
+        assert isinstance(await first, Accepted)
+        with pytest.raises(Overloaded):
+            await late
+    finally:
+        await committer.stop()
+    assert ran == ["u0"]  # the late one never reached the database
+
+
+async def test_a_caller_waits_no_longer_than_its_deadline() -> None:
+    async def never(item: WorkItem) -> Outcome:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    bounded = with_deadline(never, 0.05)
+    with pytest.raises(CommandTimedOut, match="Idempotency-Key"):
+        await bounded(item(1))
