@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# Ports of their own, apart from the test stack and `make run`.
-PORTS = {"pg": 35432, "redis": 36379, "kafka": 39092, "es": 39200}
+# Ports of their own, apart from the test stack and `make run`, and below the ephemeral range
+# (32768 and up: a client socket may hold such a port for a moment, and a server fails to bind).
+PORTS = {"pg": 24432, "redis": 24379, "kafka": 24092, "es": 24200}
 
 
 def _env(clone: Path) -> dict[str, str]:

@@ -11,7 +11,10 @@ import yaml
 from prometheus_client import REGISTRY
 
 import command_api.app
+import command_api.executor
 import event_store.relay
+import projectors.rebuilder
+import projectors.reconciler
 import projectors.runner
 import query_api.app
 import query_api.live
@@ -19,7 +22,16 @@ import tally.http_middleware
 from tally.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
-MODULES = (command_api.app, query_api.app, query_api.live, event_store.relay, projectors.runner)
+MODULES = (
+    command_api.app,
+    query_api.app,
+    query_api.live,
+    event_store.relay,
+    projectors.runner,
+    projectors.reconciler,
+    projectors.rebuilder,
+    command_api.executor,
+)
 NEEDED = {
     "postgres": "postgres:16",
     "redis": "redis:7",
@@ -111,7 +123,14 @@ def test_the_dashboard_and_alerts_only_use_metrics_the_code_exports() -> None:
     assert used, "nothing referenced"
     assert used <= exported, used - exported
     alerts = {r["alert"] for r in rules}
-    assert {"ProjectionLagging", "OutboxOld", "DeadLetterGrowth"} <= alerts
+    assert {
+        "ProjectionLagging",
+        "OutboxOld",
+        "DeadLetterGrowth",
+        "ReadModelRepaired",
+        "ReadModelRebuilding",
+        "CommandsShed",
+    } <= alerts
     titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
     for topic in ("per second", "latency", "lag", "outbox"):
         assert topic in titles
