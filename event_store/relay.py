@@ -51,6 +51,7 @@ EPOCH = Gauge("tally_relay_epoch", "The partition-mapping epoch the relay publis
 TAKEOVERS = Counter("tally_relay_leadership_lost_total", "Times this relay lost its lease")
 
 IDLE_WATERMARK_SECONDS = 1.0
+FAILURES_BEFORE_NEW_PRODUCER = 3
 
 
 class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,6 +109,7 @@ class OutboxRelay:
                 await self._lead(stop)
             finally:
                 LEADER.set(0)
+            await _sleep(stop, 0.2)  # leading ended on an error: not a hot loop
         with contextlib.suppress(psycopg.Error):
             async with self._pool.connection() as conn:
                 await self.lease.release(conn)
@@ -144,7 +146,7 @@ class OutboxRelay:
         try:
             await self._bounded(producer.start())
             await self._load_chain()
-            checked = 0.0
+            checked, failures = 0.0, 0
             while not stop.is_set():
                 if self.lease.should_renew():
                     async with self._pool.connection() as conn:
@@ -157,9 +159,16 @@ class OutboxRelay:
                 try:
                     published = await self.publish_once(producer)
                     await self._watermarks(producer)
+                    failures = 0
                 except (KafkaError, TimeoutError) as exc:
                     PUBLISH_ERRORS.inc()
-                    log.warning("relay_publish_failed", error=repr(exc))
+                    failures += 1
+                    log.warning("relay_publish_failed", error=repr(exc), in_a_row=failures)
+                    if failures >= FAILURES_BEFORE_NEW_PRODUCER:
+                        # A producer can stay stuck on a broker that came back different
+                        # (seen with Tansu: UnknownError for one partition until restarted).
+                        log.warning("relay_new_producer", after_failures=failures)
+                        return
                     await _sleep(stop, 1.0)
                     with contextlib.suppress(KafkaError, OSError, TimeoutError):
                         await self._bounded(

@@ -7,10 +7,11 @@
   skipped, lost messages are healed from the event store before going on, a new partition
   mapping is followed, and watermarks keep the low-water mark moving on quiet partitions.
 - Delivery (``projectors.delivery``) retries outages and parks only poison.
-- A watchdog covers silence: when nothing at all (not even a watermark) has arrived for
-  ``STALL_SECONDS`` while the event store's head is past the low-water mark (the relay is down,
-  or a broker lost its data and left this consumer waiting at offsets beyond the recreated
-  topic), it heals from the store and rewinds partitions whose fetch position is past their end.
+- A watchdog covers a standstill: when the low-water mark has not moved for ``STALL_SECONDS``
+  while the event store's head is past it (the relay is down or stuck on a partition, or a
+  broker lost its data and left this consumer waiting at offsets beyond the recreated topic),
+  it heals the partitions behind from the store and rewinds partitions whose fetch position is
+  past their end; a consumer that also delivers nothing is replaced.
 - Every ``CHECK_SECONDS``: the DLQ table is followed and the read model's integrity checked; a
   store that lost its data is handed to ``on_lost`` (a rebuild).
 """
@@ -196,8 +197,13 @@ class ProjectorRunner:
         self.applied_low_water = self.tracker.low_water_mark()
 
     async def _poll(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-        """Consume until stopped, or until this consumer looks stuck (then it is replaced)."""
+        """Consume until stopped, or until this consumer looks stuck (then it is replaced).
+
+        The watchdog looks at progress, not traffic: a relay stuck retrying one partition still
+        sends duplicates of the others, yet the low-water mark stands still.
+        """
         self._stalls = 0
+        progress_at, mark = time.monotonic(), self.tracker.low_water_mark()
         while not stop.is_set():
             try:
                 batches = await asyncio.wait_for(
@@ -206,9 +212,9 @@ class ProjectorRunner:
                 )
             except TimeoutError:  # a consumer stuck rejoining a group the broker forgot
                 batches = {}
+            now = time.monotonic()
             if batches:
-                self._stalls = 0
-                self._heard_at = time.monotonic()
+                self._heard_at = now
                 for tp, messages in batches.items():
                     await self._handle(tp.partition, messages)
                 await self._save()
@@ -216,15 +222,19 @@ class ProjectorRunner:
                     await consumer.commit()
                 except KafkaError as exc:  # replayed later, skipped by position
                     log.warning("offset_commit_failed", error=str(exc))
-            elif time.monotonic() - self._heard_at > STALL_SECONDS:
-                self._heard_at = time.monotonic()
-                if await self._watchdog(consumer):
+            if self.tracker.low_water_mark() > mark:
+                progress_at, mark, self._stalls = now, self.tracker.low_water_mark(), 0
+            elif now - progress_at > STALL_SECONDS:
+                progress_at = now
+                silent = now - self._heard_at > STALL_SECONDS
+                if await self._watchdog(consumer) and silent:
                     self._stalls += 1
                     if self._stalls >= 2:
                         log.warning("replacing_stuck_consumer", projection=self._name)
                         return
-            if time.monotonic() - self._checked > CHECK_SECONDS:
-                self._checked = time.monotonic()
+                mark = self.tracker.low_water_mark()
+            if now - self._checked > CHECK_SECONDS:
+                self._checked = now
                 await self._checks()
 
     async def _handle(self, partition: int, messages: list[ConsumerRecord[Any, Any]]) -> None:
