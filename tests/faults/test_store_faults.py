@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from elasticsearch import AsyncElasticsearch
 
 from tally import stack
@@ -94,3 +95,29 @@ async def test_a_deleted_comment_index_is_noticed_and_rebuilt(
     assert verdict.ok, str(verdict)
     assert {e["projection"] for e in system.logged("read_model_rebuilt")} == {"comments"}
     assert await es.indices.exists_alias(name=alias)
+
+
+@pytest.mark.parametrize("server", ["redis", "elasticsearch"])
+async def test_every_process_rides_through_a_read_model_store_restart(
+    system: System, load: Any, servers: dict[str, stack.Server], server: str
+) -> None:
+    store = servers[server]
+    async with load(seed=24) as run:
+        await asyncio.sleep(4)
+        await asyncio.to_thread(store.stop)
+        await asyncio.sleep(2)
+        await asyncio.to_thread(store.up)
+        back = time.monotonic()
+        await asyncio.sleep(5)
+        _, verdict = await run.finish()
+    report(
+        f"{server}-restart",
+        healed_s=round(time.monotonic() - back, 1),
+        vote_statuses=run.voters.tally.statuses,
+        read_statuses=run.readers.reads.statuses,
+        acked=len(run.voters.tally.acked),
+    )
+    assert verdict.ok, str(verdict)
+    assert all(system.alive().values()), system.alive()
+    assert set(system.restarts.values()) <= {0, 1}, system.restarts
+    assert not run.readers.reads.anomalies, run.readers.reads.anomalies[:5]
