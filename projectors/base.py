@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from projectors.judging import Finding
 from schemas.envelope import Envelope
 
 
@@ -54,6 +55,13 @@ class Projection(Protocol):
 
     async def mark_intact(self) -> None:
         """Set the marker: the projection starts from nothing, so what it holds is whole."""
+        ...
+
+    async def reconcile(
+        self, histories: dict[str, list[Envelope]], low_water: int, repair: bool
+    ) -> list[Finding]:
+        """Compare what it holds for each comment with the fold of the comment's history
+        (``projectors.judging``); with ``repair``, write the fold, guarded by position."""
         ...
 
     async def close(self) -> None:

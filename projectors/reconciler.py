@@ -20,17 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import msgspec
 import structlog
 from prometheus_client import Counter, Gauge
 
 from event_store.port import EventStore
+from projectors.base import Projection
 from projectors.fence import SwitchFence
 from projectors.judging import Finding
 from projectors.store_errors import classify
-from schemas.envelope import Envelope
 
 log = structlog.get_logger(__name__)
 
@@ -51,16 +50,6 @@ LAST_PASS = Gauge(
 )
 
 
-class Reconcilable(Protocol):
-    """A projection that can compare itself with comment histories and repair."""
-
-    name: str
-
-    async def reconcile(
-        self, histories: dict[str, list[Envelope]], low_water: int, repair: bool
-    ) -> list[Finding]: ...
-
-
 class ReconcilerConfig(msgspec.Struct, frozen=True, kw_only=True):
     interval_seconds: float = 5.0
     recent_limit: int = 500
@@ -72,7 +61,7 @@ class Reconciler:
 
     def __init__(
         self,
-        projection: Reconcilable,
+        projection: Projection,
         store: EventStore,
         fence: SwitchFence,
         low_water: Callable[[], int],

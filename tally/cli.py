@@ -235,7 +235,7 @@ def _backend(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from projectors.generations import Generations
+    from projectors.progress import ProgressBoard
     from projectors.verify import verify
     from tally import services
 
@@ -244,20 +244,17 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
         services.open_stores(settings, es_timeout=60) as (redis, es),
         services.open_pool(settings, "verify") as pool,
     ):
+        projections = services.build_projections(settings, names, redis, es)
         head, reports = await verify(
             pool,
-            redis,
-            es,
-            generation=await Generations(redis, settings.redis_generation).current(),
-            comments_alias=settings.es_comments_alias,
-            votes_alias=settings.es_votes_alias,
-            projections=names,
+            projections,
+            ProgressBoard(redis, settings.kafka_group_prefix).low_water,
             wait_seconds=args.wait,
         )
-    table = Table("projection", "checked", "skipped (newer)", "mismatches", title=f"head {head}")
+    table = Table("projection", "comments checked", "mismatches", title=f"head {head}")
     for report in reports:
         state = "[green]0" if report.ok else f"[red]{len(report.mismatches)}"
-        table.add_row(report.projection, str(report.checked), str(report.skipped), state)
+        table.add_row(report.projection, str(report.checked), state)
     Console().print(table)
     wrong = [m for r in reports for m in r.mismatches]
     for line in wrong[: args.show]:
@@ -411,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     vf = sub.add_parser("verify", help="prove the read models equal a fold of the event store")
     vf.add_argument("--projection", choices=["all", "redis", "comments", "votes"], default="all")
     vf.add_argument("--show", type=int, default=20, help="how many mismatches to print")
-    vf.add_argument("--wait", type=float, default=30, help="seconds to wait for Redis to catch up")
+    vf.add_argument(
+        "--wait", type=float, default=30, help="seconds to wait for the projections to catch up"
+    )
     rp = sub.add_parser(
         "replay", help="rebuild projections from the event store beside the live ones, then switch"
     )

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from elasticsearch import AsyncElasticsearch
@@ -29,7 +29,7 @@ from projectors.fence import SwitchFence
 from projectors.progress import ProgressBoard
 from projectors.rebuilder import Rebuilder
 from projectors.rebuilds import IndexRebuild, Rebuild, RedisGenerationRebuild
-from projectors.reconciler import Reconcilable, Reconciler, ReconcilerConfig
+from projectors.reconciler import Reconciler, ReconcilerConfig
 from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import ProjectorRunner, RunnerConfig
 from tally.settings import Settings
@@ -210,7 +210,7 @@ async def run_projectors(settings: Settings, names: list[str]) -> None:
                 settings, projection, pool, rebuilder.trigger, progress.publish
             )
             reconciler = Reconciler(
-                cast(Reconcilable, projection),
+                projection,
                 store,
                 SwitchFence(settings.pg_dsn, name),
                 functools.partial(getattr, runner, "applied_low_water"),

@@ -29,11 +29,11 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from projectors.fold import fold
-from projectors.generations import Generations
 from projectors.verify import read_log, verify
 from tally.auth import mint_token
 from tally.processes import spawn, wait_healthy
 from tally.processes import stop as stop_process
+from tally.services import PROJECTIONS, build_projections
 from tally.settings import Settings, as_environment
 from tally.status import scrape
 from tests.pipeline import isolated
@@ -389,16 +389,8 @@ async def compare(
         got = (view.up, view.down) if view else None
         if got != (up, down):
             log_problems.append(f"log: comment {comment} is {got}, acknowledged {(up, down)}")
-    _, reports = await verify(
-        pool,
-        redis,
-        es,
-        generation=await Generations(redis, config.redis_generation).current(),
-        comments_alias=config.es_comments_alias,
-        votes_alias=config.es_votes_alias,
-        projections=["redis", "comments", "votes"],
-        wait_seconds=0,
-    )
+    projections = build_projections(config, list(PROJECTIONS), redis, es)
+    _, reports = await verify(pool, projections, _no_wait, wait_seconds=0)
     model_problems = [m for r in reports for m in r.mismatches]
     read_problems = []
     expected = tally.expected()
@@ -426,6 +418,10 @@ async def until(check: Callable[[], bool], seconds: float, what: str) -> float:
         assert time.monotonic() - started < seconds, f"{what}: not within {seconds} s"
         await asyncio.sleep(0.1)
     return time.monotonic() - started
+
+
+async def _no_wait(projection: str) -> int:
+    return 2**62  # compare now; ``healed`` is the wait
 
 
 async def healed(check: Callable[[], Awaitable[Verdict]], seconds: float) -> tuple[float, Verdict]:

@@ -42,17 +42,11 @@ async def test_verify_passes_then_names_a_corrupted_counter(
             for start in range(0, len(history), 50):
                 await projection.apply(history[start : start + 50])
 
+        async def caught_up(projection: str) -> int:
+            return history[-1].position
+
         async def check() -> list[Any]:
-            _, reports = await verify(
-                clean_store,
-                redis,
-                es,
-                generation=config.redis_generation,
-                comments_alias=config.es_comments_alias,
-                votes_alias=config.es_votes_alias,
-                projections=["redis", "comments", "votes"],
-                wait_seconds=5,
-            )
+            _, reports = await verify(clean_store, projections, caught_up, wait_seconds=5)
             return reports
 
         reports = await check()
