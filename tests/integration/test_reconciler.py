@@ -102,6 +102,7 @@ async def test_the_reconciler_repairs_every_read_model_and_verify_then_agrees(
     assert {f.comment_id for f in found["comments"]} == {ids[2]}
     assert [f.detail for f in found["votes"]] == [f"no document for vote event {vote.event_id}"]
     await es.indices.refresh(index=[config.es_comments_alias, config.es_votes_alias])
+
     async def caught_up(projection: str) -> int:
         return head
 
