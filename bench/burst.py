@@ -21,8 +21,8 @@ from typing import Any
 import uvloop
 
 from bench.common import Connection, post_comments, report
-from tally.auth import mint_token
-from tally.settings import Settings, get_settings
+from kernel.auth import mint_token
+from kernel.settings import Settings, get_settings
 from tally.status import scrape
 
 PROJECTIONS = ("redis", "comments", "votes")

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kernel.settings import Settings
 from tally.processes import serve
-from tally.settings import Settings
 
 
 class Connection:
@@ -100,9 +100,9 @@ async def post_comments(port: int, tokens: list[str], count: int, prefix: str) -
 
 def prepare_stack(settings: Settings) -> None:
     """Start the local stack and migrate, as `make run` would."""
+    from kernel.logging import configure_logging
     from tally import stack
     from tally.cli import _migrate
-    from tally.logging import configure_logging
 
     configure_logging("bench", "json", "warning")  # logs to stderr; stdout carries the JSON
 
@@ -180,7 +180,7 @@ def report(name: str, result: dict[str, Any]) -> None:
 
 async def with_history(events: int) -> Settings:
     """Bench settings over a fresh bench database holding ``events`` synthetic events."""
-    from tally.settings import get_settings
+    from kernel.settings import get_settings
 
     settings = bench_settings(get_settings())
     await fresh_bench_database(settings)

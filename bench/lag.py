@@ -33,9 +33,9 @@ from bench.common import (
     report,
     start_service,
 )
-from tally.auth import mint_token
+from kernel.auth import mint_token
+from kernel.settings import Settings, as_environment, get_settings
 from tally.processes import stop as stop_service
-from tally.settings import Settings, as_environment, get_settings
 
 PORT = 18400
 

@@ -25,10 +25,10 @@ from bench.common import (
     with_history,
 )
 from event_store.relay import publish_all
+from kernel.settings import get_settings
 from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import LOW_WATER
-from tally.services import projector_runner, relay_config
-from tally.settings import get_settings
+from tally.bootstrap import projector_runner, relay_config
 
 
 async def main(events: int) -> None:

@@ -30,12 +30,12 @@ from bench.common import (
     report,
     synthetic_history,
 )
+from kernel.settings import Settings, as_environment, get_settings
 from projectors.base import Projection
 from projectors.es_comments import EsCommentsProjection
 from projectors.redis_scores import RedisScoresProjection
 from schemas.envelope import Envelope
 from tally.processes import stop as stop_service
-from tally.settings import Settings, as_environment, get_settings
 
 PORT = 18500
 
@@ -148,10 +148,10 @@ def main() -> None:
     env = as_environment(settings) | {"TALLY_LOG_LEVEL": "warning", "TALLY_LOG_FORMAT": "json"}
     hello = measure("bench.hello_app:create_app", env, ["/hello"], args.seconds)
     scores = measure(
-        "query_api.app:create_app", env, [f"/api/comments/{i}/score" for i in ids], args.seconds
+        "tally.bootstrap:query_app", env, [f"/api/comments/{i}/score" for i in ids], args.seconds
     )
     pages = measure(
-        "query_api.app:create_app",
+        "tally.bootstrap:query_app",
         env,
         [
             f"/api/commentables/bench-0/comments?sort={s}&limit=50"

@@ -22,8 +22,8 @@ from bench.common import (
 )
 from event_store.messaging import ensure_topic
 from event_store.relay import publish_all
-from tally.services import relay_config
-from tally.settings import get_settings
+from kernel.settings import get_settings
+from tally.bootstrap import relay_config
 
 
 async def main(events: int) -> None:

@@ -18,11 +18,11 @@ from redis.asyncio import Redis
 
 from bench.common import bench_settings, drop_keyspace, fresh_bench_database, prepare_stack, report
 from event_store.seed import SeedPlan, seed
+from kernel.settings import get_settings
 from projectors.generations import Generations
 from projectors.rebuilds import RedisGenerationRebuild
 from projectors.redis_keys import pointer_key
 from projectors.replay import replay
-from tally.settings import get_settings
 
 
 async def main(events: int, batch_size: int) -> None:

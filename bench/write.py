@@ -28,9 +28,9 @@ from bench.common import (
     prepare_stack,
     start_service,
 )
-from tally.auth import mint_token
+from kernel.auth import mint_token
+from kernel.settings import get_settings
 from tally.processes import stop as stop_service
-from tally.settings import get_settings
 
 PORT = 18100
 

@@ -22,7 +22,8 @@ import structlog
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
-from command_api.unit_of_work import BatchOutcomeUnknown, Outcome, WorkItem, run_batch
+from command_api.unit_of_work import BatchOutcomeUnknown, run_batch
+from command_api.work import Outcome, WorkItem
 from event_store.errors import ConcurrencyError, EventStoreError, StoreUnavailable
 
 log = structlog.get_logger(__name__)

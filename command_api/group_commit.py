@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from command_api.unit_of_work import Outcome, WorkItem
+from command_api.work import BatchRunner, Outcome, WorkItem
 
-BatchRunner = Callable[[Sequence[WorkItem]], Awaitable[list[Outcome]]]
 Submit = Callable[[WorkItem], Awaitable[Outcome]]
 
 BATCH_SIZE = Histogram(

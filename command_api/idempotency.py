@@ -52,14 +52,19 @@ class StoredReply(msgspec.Struct, frozen=True):
         return msgspec.json.encode({**self.body, "position": self.position})
 
 
-class ReplyToStore(msgspec.Struct, frozen=True):
+class ReplyToStore(
+    msgspec.Struct,
+    frozen=True,
+    # Short names in the JSON the statement reads: one document per batch, sent each time.
+    rename={"user_id": "u", "key": "k", "request_hash": "h", "status": "s", "reply": "r"},
+):
     """A reply to save: its position is ``head.base + ord`` when ``ord`` > 0, else ``fixed``."""
 
-    u: str
-    k: str
-    h: bytes
-    s: int
-    r: msgspec.Raw
+    user_id: str
+    key: str
+    request_hash: bytes
+    status: int
+    reply: msgspec.Raw
     ord: int
     fixed: int
 

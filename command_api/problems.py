@@ -18,8 +18,8 @@ from command_api.group_commit import CommandTimedOut, Overloaded
 from command_api.idempotency import IdempotencyKeyInFlight, IdempotencyKeyReused
 from command_api.rate_limit import RateLimited
 from event_store.errors import ConcurrencyError, StoreUnavailable
-from tally.auth import NotAuthenticated
-from tally.problems import framework_problem, problem
+from kernel.auth import NotAuthenticated
+from kernel.problems import framework_problem, problem
 
 _DOMAIN_STATUS: dict[type[DomainError], int] = {
     CommentNotFound: 404,

@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
-from tally.coalesce import TickBatcher
+from kernel.coalesce import TickBatcher
 
 log = structlog.get_logger(__name__)
 

@@ -18,8 +18,9 @@ from command_api.deciders.vote import CastVote, RetractVote
 from command_api.idempotency import request_fingerprint
 from command_api.planning import Command
 from command_api.problems import InvalidHeader
-from command_api.unit_of_work import WorkItem
+from command_api.work import WorkItem
 from event_store.port import Origin
+from kernel import tracing
 from schemas.api import (
     CommentChanged,
     CommentCreated,
@@ -28,7 +29,6 @@ from schemas.api import (
     VoteBody,
     VoteRecorded,
 )
-from tally import tracing
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -33,33 +33,13 @@ from command_api.idempotency import (
     ReplyToStore,
     StoredReply,
 )
-from command_api.planning import BatchPlan, Command, CommandPlan, VoteKey, plan_batch
+from command_api.planning import BatchPlan, CommandPlan, VoteKey, plan_batch
+from command_api.work import Accepted, Outcome, WorkItem
 from event_store.errors import CommitOutcomeUnknown
-from event_store.port import NO_ORIGIN, Origin, stream_of_comment, stream_of_vote
+from event_store.port import stream_of_comment, stream_of_vote
 from event_store.postgres import SideWrite, append_and_commit, json_rows
 from schemas.api import CommentCreated
 from schemas.codec import encode
-
-
-class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
-    """A command with the request facts the write path needs."""
-
-    command: Command
-    user_id: str
-    idempotency_key: str | None = None
-    request_hash: bytes = b""
-    origin: Origin = NO_ORIGIN
-
-
-class Accepted(msgspec.Struct, frozen=True):
-    """The reply to a command that succeeded (or was replayed from its idempotency key)."""
-
-    status: int
-    body: bytes
-    replayed: bool = False
-
-
-Outcome = Accepted | Exception
 
 _COMMENTS = (
     "SELECT comment_id, commentable_id, author_id, content, deleted, version, position"
@@ -72,6 +52,17 @@ _LOCK_VOTES = (
     " ON CONFLICT (comment_id, user_id) DO UPDATE SET value = votes.value"
     " RETURNING comment_id, user_id, value, version, position"
 )
+
+
+class Reply(NamedTuple):
+    """The answer a command of the batch will get: its position is ``base + ord`` once the
+    batch's events are in (``ord`` > 0), or ``fixed`` (a command that appended nothing)."""
+
+    item: int  # which item of the batch
+    status: int
+    planned: CommandPlan
+    ord: int
+    fixed: int
 
 
 async def run_batch(
@@ -94,25 +85,25 @@ async def run_batch(
             [items[i].origin for i in active],
         )
         writer = _Writer(plan, loaded.positions)
-        replies: list[tuple[int, int, CommandPlan, int, int]] = []
+        replies: list[Reply] = []
         for index, planned in zip(active, plan.outcomes, strict=True):
             if isinstance(planned, DomainError):
                 outcomes[index] = planned
                 continue
             status = 201 if isinstance(planned.reply, CommentCreated) else 200
-            replies.append((index, status, planned, *writer.position_of(planned)))
+            replies.append(Reply(index, status, planned, *writer.position_of(planned)))
         to_store = [
             ReplyToStore(
-                u=items[i].user_id,
-                k=items[i].idempotency_key or "",
-                h=items[i].request_hash,
-                s=status,
-                r=msgspec.Raw(encode(planned.reply)),
-                ord=ord_,
-                fixed=fixed,
+                user_id=items[r.item].user_id,
+                key=items[r.item].idempotency_key or "",
+                request_hash=items[r.item].request_hash,
+                status=r.status,
+                reply=msgspec.Raw(encode(r.planned.reply)),
+                ord=r.ord,
+                fixed=r.fixed,
             )
-            for i, status, planned, ord_, fixed in replies
-            if items[i].idempotency_key
+            for r in replies
+            if items[r.item].idempotency_key
         ]
         side_writes = writer.state_writes(loaded.locked_votes, now)
         if to_store:
@@ -120,11 +111,11 @@ async def run_batch(
 
         def answers(base: int) -> list[Outcome]:
             """Every item's outcome once the batch committed with positions after ``base``."""
-            for index, status, planned, ord_, fixed in replies:
+            for r in replies:
                 reply = msgspec.structs.replace(
-                    planned.reply, position=base + ord_ if ord_ else fixed
+                    r.planned.reply, position=base + r.ord if r.ord else r.fixed
                 )
-                outcomes[index] = Accepted(status, encode(reply))
+                outcomes[r.item] = Accepted(r.status, encode(reply))
             return [o if o is not None else RuntimeError("command not processed") for o in outcomes]
 
         try:

@@ -1,4 +1,5 @@
-"""An in-memory event store for unit tests of the write path; same contract as PostgreSQL."""
+"""An in-memory event store for unit tests; the same contract as PostgreSQL (held to it by the
+shared contract test), and what ``command_api.memory`` writes through."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 from event_store.errors import ConcurrencyError
+from event_store.port import PendingEvent
 from schemas.envelope import Envelope
 from schemas.events import Event
 
@@ -49,6 +51,39 @@ class InMemoryEventStore:
             positions.append(position)
         self._versions[stream_id] = current + len(events)
         return positions
+
+    async def append_pending(self, pending: Sequence[PendingEvent]) -> list[int]:
+        """Record decided events at their stream versions, all or none; their positions."""
+        versions = dict(self._versions)
+        for event in pending:
+            if event.stream_version != versions.get(event.stream_id, 0) + 1:
+                raise ConcurrencyError(
+                    f"{event.stream_id} is at version {versions.get(event.stream_id, 0)}"
+                )
+            versions[event.stream_id] = event.stream_version
+        now = datetime.now(UTC)
+        positions = []
+        for event in pending:
+            position = len(self._log) + 1
+            self._log.append(
+                Envelope(
+                    event_id=event.event_id,
+                    stream_id=event.stream_id,
+                    stream_version=event.stream_version,
+                    position=position,
+                    occurred_at=now,
+                    correlation_id=event.correlation_id,
+                    causation_id=event.causation_id,
+                    event=event.event,
+                )
+            )
+            positions.append(position)
+        self._versions = versions
+        return positions
+
+    def last_position(self, stream_id: str) -> int:
+        """The position of the stream's latest event (0 for a stream never written)."""
+        return max((e.position for e in self._log if e.stream_id == stream_id), default=0)
 
     async def read_stream(self, stream_id: str) -> list[Envelope]:
         """See ``EventStore.read_stream``."""

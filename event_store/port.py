@@ -1,4 +1,9 @@
-"""The event store port: append with expected version, read a stream, read everything."""
+"""The event store port: append with expected version; read a stream, a comment's history, or
+everything from a position; find the comments touched in a range.
+
+``event_store.postgres`` and ``event_store.memory`` implement it (one shared contract test);
+the projector runner, the reconciler, verify and the in-memory write side use it.
+"""
 
 from __future__ import annotations
 

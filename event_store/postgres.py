@@ -292,12 +292,19 @@ class PostgresEventStore:
             return [str(row[0]) for row in await cur.fetchall()]
 
     async def comments_after(self, comment_id: str, limit: int) -> list[str]:
-        """See ``EventStore.comments_after`` (from the write model, which lists every comment)."""
+        """See ``EventStore.comments_after``: a loose scan of ``events_by_comment`` (one index
+        probe per comment, however many events each has)."""
         async with self._pool.connection() as conn, conn.cursor() as cur:
             await cur.execute(
-                "SELECT comment_id::text FROM comments WHERE comment_id > %s::uuid"
-                " ORDER BY comment_id LIMIT %s",
-                (comment_id or "00000000-0000-0000-0000-000000000000", limit),
+                "WITH RECURSIVE ids AS ("
+                " (SELECT data->>'comment_id' AS id FROM events"
+                "  WHERE data->>'comment_id' > %(after)s ORDER BY 1 LIMIT 1)"
+                " UNION ALL"
+                " SELECT (SELECT data->>'comment_id' FROM events"
+                "  WHERE data->>'comment_id' > ids.id ORDER BY 1 LIMIT 1)"
+                " FROM ids WHERE ids.id IS NOT NULL"
+                ") SELECT id FROM ids WHERE id IS NOT NULL LIMIT %(n)s",
+                {"after": comment_id, "n": limit},
             )
             return [str(row[0]) for row in await cur.fetchall()]
 

@@ -38,7 +38,7 @@ from event_store.messaging import (
 )
 from event_store.outbox import Chain, LeaseLost, OutboxRow
 from event_store.partitioning import partition_for
-from tally import tracing
+from kernel import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -160,7 +160,9 @@ class OutboxRelay:
                     published = await self.publish_once(producer)
                     await self._watermarks(producer)
                     failures = 0
-                except (KafkaError, TimeoutError) as exc:
+                except (KafkaError, TimeoutError, AssertionError) as exc:
+                    # aiokafka reports some states it cannot leave as AssertionError
+                    # ("Unrecognized partition" when the topic changed under it).
                     PUBLISH_ERRORS.inc()
                     failures += 1
                     log.warning("relay_publish_failed", error=repr(exc), in_a_row=failures)
@@ -181,7 +183,7 @@ class OutboxRelay:
         except LeaseLost as exc:
             TAKEOVERS.inc()
             log.warning("relay_lease_lost", error=str(exc))
-        except (psycopg.Error, KafkaError, TimeoutError) as exc:
+        except (psycopg.Error, KafkaError, TimeoutError, AssertionError) as exc:
             log.error("relay_stepping_down", error=repr(exc))
         finally:
             with contextlib.suppress(Exception):

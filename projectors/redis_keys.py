@@ -9,7 +9,6 @@ works on Redis Cluster too:
 - ``tally:g<g>:{<commentable>}:rank:<sort>``: sorted sets for top, new, best, controversial, hot
 - ``tally:g<g>:{<commentable>}:snap:<sort>:<bucket>``: ranking snapshots that readers page
 - ``tally:g<g>:where:<comment>``: the comment's commentable (so a reader can find the keys)
-- ``tally:g<g>:checkpoint``: the highest position applied (only ever raised)
 - ``tally:g<g>:intact``: set when the generation was started from nothing (or built by a
   rebuild); its absence means Redis lost the generation's data
 
@@ -57,11 +56,6 @@ def where_key(generation: str, comment_id: object) -> str:
 def where_pattern(generation: str) -> str:
     """A SCAN pattern for every ``where`` key of a generation."""
     return f"tally:g{generation}:where:*"
-
-
-def checkpoint_key(generation: str) -> str:
-    """The key holding the highest position the Redis projection applied."""
-    return f"tally:g{generation}:checkpoint"
 
 
 def intact_key(generation: str) -> str:

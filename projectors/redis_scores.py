@@ -41,10 +41,6 @@ SCRIPT = _script("redis_scores.lua")
 MERGE_SCRIPT = _script("redis_merge.lua")
 RERANK_SCRIPT = _script("redis_rerank.lua")
 REPAIR_SCRIPT = _script("redis_repair.lua")
-_RAISE = (
-    "if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then"
-    " redis.call('SET', KEYS[1], ARGV[1]) end"
-)
 _KIND = {CommentPosted: "P", CommentEdited: "E", CommentDeleted: "D"}
 _CALLS_PER_PIPELINE = 500
 _msgpack = msgspec.msgpack.Encoder()
@@ -69,18 +65,13 @@ async def _run_script(
 
 
 async def _record(redis: Redis, generation: str, envelopes: Sequence[Envelope]) -> None:
-    """Where each new comment lives, and the checkpoint (raised to the batch's last position)."""
-    if not envelopes:
+    """Where each new comment lives (so a reader can find its keys from its id)."""
+    posted = [e.event for e in envelopes if isinstance(e.event, CommentPosted)]
+    if not posted:
         return
     async with redis.pipeline(transaction=False) as pipe:
-        for envelope in envelopes:
-            if isinstance(envelope.event, CommentPosted):
-                pipe.set(
-                    redis_keys.where_key(generation, envelope.event.comment_id),
-                    envelope.event.commentable_id,
-                )
-        last = max(e.position for e in envelopes)
-        pipe.eval(_RAISE, 1, redis_keys.checkpoint_key(generation), str(last))
+        for event in posted:
+            pipe.set(redis_keys.where_key(generation, event.comment_id), event.commentable_id)
         await pipe.execute()
 
 

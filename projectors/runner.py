@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 from event_store.messaging import BadHeaders, decode_headers, ensure_topic, make_consumer
 from event_store.partitioning import partition_for
 from event_store.port import EventStore
+from kernel import tracing
 from projectors import positions
 from projectors.base import Projection
 from projectors.delivery import Delivery, ProjectorFailed, Stopping
@@ -44,7 +45,6 @@ from projectors.partition_tracker import Heal, PartitionTracker
 from projectors.store_errors import classify
 from schemas.codec import UnknownEventError, decode_envelope
 from schemas.envelope import Envelope
-from tally import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +60,11 @@ LAG_EVENTS = Gauge(
 LAG_SECONDS = Gauge(
     "tally_projection_lag_seconds", "Now minus the time of the last applied event", ["projection"]
 )
+WATCHDOG = Counter(
+    "tally_projection_watchdog_checks_total",
+    "Standstills of the low-water mark the watchdog looked into",
+    ["projection"],
+)
 READY = Gauge(
     "tally_projector_ready", "1 once the projection has caught up with the log", ["projection"]
 )
@@ -70,6 +75,7 @@ FOREIGN = Counter(
 )
 
 STALL_SECONDS = 5.0
+START_SECONDS = 30.0  # a consumer that cannot join in this long is replaced
 CHECK_SECONDS = 2.0
 
 
@@ -168,7 +174,14 @@ class ProjectorRunner:
                 config.kafka_timeout_ms,
             )
             try:
-                await self._until_ready(consumer.start)
+                try:
+                    await asyncio.wait_for(consumer.start(), START_SECONDS)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    # No broker to read from: the log is still there. Heal from it meanwhile.
+                    log.warning("consumer_not_started", projection=self._name, error=repr(exc))
+                    await self._watchdog(None)
+                    await asyncio.sleep(1)
+                    continue
                 await self._poll(consumer, stop)
             except (KafkaError, AssertionError) as exc:
                 # The Kafka client gave up in a state it cannot leave (aiokafka reports some,
@@ -219,9 +232,9 @@ class ProjectorRunner:
                     await self._handle(tp.partition, messages)
                 await self._save()
                 try:
-                    await consumer.commit()
-                except KafkaError as exc:  # replayed later, skipped by position
-                    log.warning("offset_commit_failed", error=str(exc))
+                    await asyncio.wait_for(consumer.commit(), STALL_SECONDS)
+                except (KafkaError, TimeoutError) as exc:  # replayed later, skipped by position
+                    log.warning("offset_commit_failed", error=repr(exc))
             if self.tracker.low_water_mark() > mark:
                 progress_at, mark, self._stalls = now, self.tracker.low_water_mark(), 0
             elif now - progress_at > STALL_SECONDS:
@@ -315,16 +328,18 @@ class ProjectorRunner:
             await self.delivery.deliver(mine)
         self.tracker.advance(heal.partition, heal.upto)
 
-    async def _watchdog(self, consumer: AIOKafkaConsumer) -> bool:
-        """Silence with events waiting in the store: heal from it and rewind stuck partitions.
+    async def _watchdog(self, consumer: AIOKafkaConsumer | None) -> bool:
+        """The log is ahead and nothing moves: heal from the store and rewind stuck partitions.
 
         Returns whether anything was waiting. Without an assignment (the consumer is stuck
-        rejoining), every partition is healed: idempotent, so at worst duplicate work.
+        rejoining, or there is none), every partition is healed: idempotent, so at worst
+        duplicate work.
         """
+        WATCHDOG.labels(self._name).inc()
         if not self.tracker.partitions:
             # No message yet: heal under the configured mapping; a message's epoch corrects it.
             self.tracker.switch(self.tracker.epoch, self._config.partitions)
-        assigned = consumer.assignment()
+        assigned = consumer.assignment() if consumer is not None else set()
         mine = sorted(tp.partition for tp in assigned) or list(range(self.tracker.partitions))
         head = await self._store.head()
         waiting = [
@@ -335,12 +350,12 @@ class ProjectorRunner:
             await self.heal(Heal(partition, seen, head, self.tracker.partitions))
         for tp in assigned:
             with contextlib.suppress(KafkaError, AssertionError):  # revoked meanwhile
-                end = consumer.highwater(tp)
-                if end is not None and await consumer.position(tp) > end:
+                end = consumer.highwater(tp) if consumer is not None else None
+                if consumer is not None and end is not None and await consumer.position(tp) > end:
                     log.warning(
                         "rewinding_partition", projection=self._name, partition=tp.partition
                     )
-                    consumer.seek_to_beginning(tp)
+                    await consumer.seek_to_beginning(tp)
         if waiting:
             await self._save()
         return bool(waiting)

@@ -15,11 +15,8 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
-from event_store.postgres import PostgresEventStore
+from event_store.port import EventStore
 from projectors.base import Projection
 from schemas.envelope import Envelope
 
@@ -39,9 +36,8 @@ class Report:
         return not self.mismatches
 
 
-async def read_log(pool: AsyncConnectionPool[Any]) -> tuple[int, list[Envelope]]:
+async def read_log(store: EventStore) -> tuple[int, list[Envelope]]:
     """The head position and every event up to it."""
-    store = PostgresEventStore(pool)
     head = await store.head()
     events = [e async for batch in store.read_all(until=head, batch_size=10_000) for e in batch]
     return head, events
@@ -78,13 +74,13 @@ async def check(projection: Projection, histories: dict[str, list[Envelope]], he
 
 
 async def verify(
-    pool: AsyncConnectionPool[Any],
+    store: EventStore,
     projections: Sequence[Projection],
     low_water: Callable[[str], Awaitable[int]],
     wait_seconds: float = 30,
 ) -> tuple[int, list[Report]]:
     """Compare ``projections`` with the fold of the store; return (head, reports)."""
-    head, events = await read_log(pool)
+    head, events = await read_log(store)
     histories = histories_of(events)
     reports = []
     for projection in projections:

@@ -1,29 +1,32 @@
-"""``create_app()``: the query API, wired from settings in one place."""
+"""``create_app()``: the query API over the read models it is given.
+
+``open_services`` (opened in the lifespan) hands it the Redis and Elasticsearch readers and a
+token verifier; ``tally.bootstrap`` wires the real ones.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from elasticsearch import AsyncElasticsearch
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusController
-from redis.asyncio import Redis
 
+from kernel.auth import NotAuthenticated, TokenVerifier
+from kernel.http_middleware import http_middleware
+from kernel.problems import framework_problem, problem
 from query_api.consistency import NotYet
 from query_api.es_reads import EsReads
 from query_api.live import stream_scores
 from query_api.redis_reads import BadCursor, RedisReads
 from query_api.routes import ROUTES, Unavailable, UnknownComment
-from tally.auth import NotAuthenticated, TokenVerifier
-from tally.http_middleware import http_middleware
-from tally.problems import framework_problem, problem
-from tally.settings import Settings, get_settings
 
 
 def query_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -84,29 +87,36 @@ async def ready(state: State) -> Any:
     return {"status": "ready" if len(up) == len(checks) else "degraded", "checks": checks}
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the query API from ``settings`` (the environment by default)."""
-    settings = settings or get_settings()
+@dataclass(frozen=True)
+class QueryServices:
+    """What the query API reads from."""
+
+    redis_reads: RedisReads
+    es_reads: EsReads
+    verifier: TokenVerifier
+
+
+class QueryApiConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The query API's own settings."""
+
+    read_wait_ms: int = 2000
+
+
+OpenServices = Callable[[], AbstractAsyncContextManager[QueryServices]]
+
+
+def create_app(open_services: OpenServices, config: QueryApiConfig | None = None) -> Litestar:
+    """Build the query API on the read models ``open_services`` provides."""
+    config = config or QueryApiConfig()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=1)
-        es = AsyncElasticsearch(settings.es_url, request_timeout=5)
-        app.state.settings = settings
-        app.state.redis_reads = RedisReads(
-            redis,
-            settings.redis_generation,
-            settings.ranking_snapshot_seconds,
-            settings.ranking_cursor_ttl_seconds,
-            settings.kafka_group_prefix,
-        )
-        app.state.es_reads = EsReads(es, settings.es_comments_alias)
-        app.state.verifier = TokenVerifier(settings.jwt_secret, settings.jwt_algorithm)
-        try:
+        async with open_services() as services:
+            app.state.config = config
+            app.state.redis_reads = services.redis_reads
+            app.state.es_reads = services.es_reads
+            app.state.verifier = services.verifier
             yield
-        finally:
-            await redis.aclose()
-            await es.close()
 
     return Litestar(
         route_handlers=[*ROUTES, stream_scores, health, ready, PrometheusController],

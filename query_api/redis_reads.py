@@ -19,6 +19,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from kernel.coalesce import TickBatcher
 from projectors.generations import READER_CACHE_SECONDS, Generations
 from projectors.progress import ProgressBoard
 from projectors.redis_keys import (
@@ -28,7 +29,6 @@ from projectors.redis_keys import (
     votes_key,
     where_key,
 )
-from tally.coalesce import TickBatcher
 
 
 class RedisLost(RedisError):

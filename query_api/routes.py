@@ -78,7 +78,7 @@ async def _counts(state: State, comment_id: str, wanted: int | None) -> tuple[Sc
                 own = found.position if found else 0
                 return own if own >= wanted else max(own, await reads.low_water())
 
-            await wait_for_position(wanted, position, state.settings.read_wait_ms / 1000)
+            await wait_for_position(wanted, position, state.config.read_wait_ms / 1000)
         return await reads.score(comment_id), False
     except STORE_DOWN:
         return None, True
@@ -101,7 +101,7 @@ async def _document(state: State, comment_id: str, wanted: int | None) -> dict[s
 
     try:
         if wanted:
-            await wait_for_position(wanted, position, state.settings.read_wait_ms / 1000)
+            await wait_for_position(wanted, position, state.config.read_wait_ms / 1000)
         else:
             await position()
     except INDEX_DOWN:
@@ -197,7 +197,7 @@ async def _wait_low_water(state: State, wanted: int | None) -> int:
     """Wait until the Redis projection's low-water mark reaches ``wanted``; return the mark."""
     reads = state.redis_reads
     if wanted:
-        return await wait_for_position(wanted, reads.low_water, state.settings.read_wait_ms / 1000)
+        return await wait_for_position(wanted, reads.low_water, state.config.read_wait_ms / 1000)
     return int(await reads.low_water())
 
 

@@ -15,7 +15,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from tally.settings import Settings, SettingsError, get_settings
+from kernel.settings import Settings, SettingsError, get_settings
 
 if TYPE_CHECKING:
     from projectors.replay import Progress
@@ -60,7 +60,7 @@ def _migrate(settings: Settings) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    from tally.auth import mint_token
+    from kernel.auth import mint_token
 
     ttl = args.ttl or settings.token_ttl_seconds
     print(mint_token(args.user, settings.jwt_secret, ttl, settings.jwt_algorithm))
@@ -78,22 +78,22 @@ def _metrics_dir(settings: Settings, service: str) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from tally.logging import configure_logging
+    from kernel.logging import configure_logging
 
     configure_logging(args.service, settings.log_format, settings.log_level)
     if args.service == "command-api":
         workers = args.workers or settings.command_api_workers
-        port = args.port or settings.command_api_port
+        host, port = settings.command_api_host, args.port or settings.command_api_port
         target = "tally.serving:command_api"
     else:
         workers = args.workers or settings.query_api_workers
-        port = args.port or settings.query_api_port
+        host, port = settings.query_api_host, args.port or settings.query_api_port
         target = "tally.serving:query_api"
     _metrics_dir(settings, args.service)
     uvicorn.run(
         target,
         factory=True,
-        host=settings.command_api_host,
+        host=host,
         port=port,
         workers=workers,
         log_level="warning",
@@ -120,26 +120,18 @@ def _run(settings: Settings) -> int:
     Supervised: a process that exits is restarted (with backoff) while the others keep serving.
     """
     from tally import stack
+    from tally.bootstrap import PROJECTIONS
     from tally.processes import spawn
     from tally.processes import stop as stop_process
-    from tally.services import PROJECTIONS
+    from tally.status import service_urls
     from tally.supervisor import Supervisor, system_ready
 
     stack.stack_up(settings, console.print)
     _migrate(settings)
     supervisor = Supervisor(RUN_PROCESSES, spawn, console.print)
     supervisor.start()
-    host = settings.command_api_host.replace("0.0.0.0", "127.0.0.1")
-    metrics = settings.metrics_host.replace("0.0.0.0", "127.0.0.1")
-    command = f"http://{host}:{settings.command_api_port}"
-    query = f"http://{host}:{settings.query_api_port}"
-    probes = (
-        command,
-        query,
-        f"http://{metrics}:{settings.relay_metrics_port}/metrics",
-        f"http://{metrics}:{settings.projector_metrics_port}/metrics",
-        list(PROJECTIONS),
-    )
+    command, query, relay, projectors = service_urls(settings)
+    probes = (command, query, relay, projectors, list(PROJECTIONS))
     console.print("starting; waiting until every process is ready...")
     stopping = False
 
@@ -212,19 +204,19 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
 def _backend(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
-    from tally import services
-    from tally.logging import configure_logging
-    from tally.tracing import configure_tracing
+    from kernel.logging import configure_logging
+    from kernel.tracing import configure_tracing
+    from tally import bootstrap
 
     configure_logging(args.command, settings.log_format, settings.log_level)
     configure_tracing(settings, "projector" if args.command == "project" else args.command)
     if args.command == "relay":
-        uvloop.run(services.run_relay(settings))
+        uvloop.run(bootstrap.run_relay(settings))
     elif args.command == "project":
         names = (
-            list(services.PROJECTIONS) if "all" in args.names else list(dict.fromkeys(args.names))
+            list(bootstrap.PROJECTIONS) if "all" in args.names else list(dict.fromkeys(args.names))
         )
-        uvloop.run(services.run_projectors(settings, names))
+        uvloop.run(bootstrap.run_projectors(settings, names))
     elif args.command == "verify":
         return uvloop.run(_verify(args, settings))
     elif args.command == "replay":
@@ -235,18 +227,19 @@ def _backend(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from event_store.postgres import PostgresEventStore
     from projectors.progress import ProgressBoard
     from projectors.verify import verify
-    from tally import services
+    from tally import bootstrap
 
-    names = list(services.PROJECTIONS) if args.projection == "all" else [args.projection]
+    names = list(bootstrap.PROJECTIONS) if args.projection == "all" else [args.projection]
     async with (
-        services.open_stores(settings, es_timeout=60) as (redis, es),
-        services.open_pool(settings, "verify") as pool,
+        bootstrap.open_stores(settings, es_timeout=60) as (redis, es),
+        bootstrap.open_pool(settings, "verify") as pool,
     ):
-        projections = services.build_projections(settings, names, redis, es)
+        projections = bootstrap.build_projections(settings, names, redis, es)
         head, reports = await verify(
-            pool,
+            PostgresEventStore(pool),
             projections,
             ProgressBoard(redis, settings.kafka_group_prefix).low_water,
             wait_seconds=args.wait,
@@ -264,10 +257,10 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from projectors.replay import ReplayRunning, replay
-    from tally import services
+    from tally import bootstrap
 
-    names = list(services.PROJECTIONS) if args.projection == "all" else [args.projection]
-    async with services.open_rebuilds(settings, names) as rebuilds:
+    names = list(bootstrap.PROJECTIONS) if args.projection == "all" else [args.projection]
+    async with bootstrap.open_rebuilds(settings, names) as rebuilds:
         for rebuild in rebuilds:
             try:
                 with ReplayProgress(rebuild.name) as show:
@@ -347,9 +340,9 @@ class ReplayProgress:
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     from projectors import parking
     from projectors.fence import SwitchFence
-    from tally import services
+    from tally import bootstrap
 
-    async with services.open_pool(settings, "dlq") as pool:
+    async with bootstrap.open_pool(settings, "dlq") as pool:
         if args.action == "list":
             table = Table("projection", "position", "comment", "error", "parked at")
             for name, position, comment, error, at in await parking.list_parked(
@@ -358,8 +351,8 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
                 table.add_row(name, str(position), comment, error, str(at))
             Console().print(table)
             return 0
-        names = [args.projection] if args.projection else list(services.PROJECTIONS)
-        async with services.open_projections(settings, names) as projections:
+        names = [args.projection] if args.projection else list(bootstrap.PROJECTIONS)
+        async with bootstrap.open_projections(settings, names) as projections:
             still = 0
             for projection in projections:
                 await projection.setup()

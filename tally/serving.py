@@ -10,27 +10,27 @@ from collections.abc import Callable
 
 from litestar import Litestar
 
-from tally.logging import configure_logging
-from tally.settings import Settings, get_settings
-from tally.tracing import configure_tracing
+from kernel.logging import configure_logging
+from kernel.settings import Settings, get_settings
+from kernel.tracing import configure_tracing
 
 
-def _served(service: str, create_app: Callable[[Settings], Litestar]) -> Litestar:
+def _served(service: str, build: Callable[[Settings], Litestar]) -> Litestar:
     settings = get_settings()
     configure_logging(service, settings.log_format, settings.log_level)
     configure_tracing(settings, service)
-    return create_app(settings)
+    return build(settings)
 
 
 def command_api() -> Litestar:
     """The command API of one worker process."""
-    from command_api.app import create_app
+    from tally.bootstrap import command_app
 
-    return _served("command-api", create_app)
+    return _served("command-api", command_app)
 
 
 def query_api() -> Litestar:
     """The query API of one worker process."""
-    from query_api.app import create_app
+    from tally.bootstrap import query_app
 
-    return _served("query-api", create_app)
+    return _served("query-api", query_app)

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from tally.settings import Settings
+from kernel.settings import Settings
 
 
 class StackError(RuntimeError):

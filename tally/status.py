@@ -10,13 +10,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Group
 from rich.table import Table
 
+from kernel.settings import Settings
 from projectors.positions import LOW_WATER_MARKS
 from tally import stack
-from tally.settings import Settings
 
 
 def _pipeline(settings: Settings) -> dict[str, Any]:
-    """Head, outbox backlog, per-projection checkpoints and parked events, from PostgreSQL."""
+    """Head, outbox backlog, per-projection low-water marks and parked events, from PostgreSQL."""
     with psycopg.connect(settings.pg_dsn, connect_timeout=2) as conn:
         head = conn.execute("SELECT position FROM event_head").fetchone()
         outbox = conn.execute(
@@ -91,17 +91,29 @@ def _repairs(projector: _Service, name: str) -> str:
     return f"[yellow]{repaired:,.0f}" if repaired else "0"
 
 
+def service_urls(settings: Settings) -> tuple[str, str, str, str]:
+    """Where to reach the command API, the query API, and the relay's and projectors' metrics."""
+
+    def local(host: str) -> str:
+        return host.replace("0.0.0.0", "127.0.0.1")
+
+    metrics = local(settings.metrics_host)
+    return (
+        f"http://{local(settings.command_api_host)}:{settings.command_api_port}",
+        f"http://{local(settings.query_api_host)}:{settings.query_api_port}",
+        f"http://{metrics}:{settings.relay_metrics_port}/metrics",
+        f"http://{metrics}:{settings.projector_metrics_port}/metrics",
+    )
+
+
 def _services(settings: Settings) -> list[_Service]:
     """Probe the APIs' /health and the relay's and projectors' metrics ports."""
-    api = settings.command_api_host.replace("0.0.0.0", "127.0.0.1")
-    metrics = settings.metrics_host.replace("0.0.0.0", "127.0.0.1")
+    command, query, relay, projectors = service_urls(settings)
     return [
-        _Service("command API", f"http://{api}:{settings.command_api_port}/health").probe(),
-        _Service("query API", f"http://{api}:{settings.query_api_port}/health").probe(),
-        _Service("relay", f"http://{metrics}:{settings.relay_metrics_port}/metrics").probe(),
-        _Service(
-            "projectors", f"http://{metrics}:{settings.projector_metrics_port}/metrics"
-        ).probe(),
+        _Service("command API", f"{command}/health").probe(),
+        _Service("query API", f"{query}/health").probe(),
+        _Service("relay", relay).probe(),
+        _Service("projectors", projectors).probe(),
     ]
 
 
@@ -144,14 +156,14 @@ def render(settings: Settings) -> Group:
             f"[red]{parked}" if parked else "0",
             _repairs(projector, name),
         )
-        checkpoint = facts["low_water"].get(name)
-        if checkpoint is None:
+        mark = facts["low_water"].get(name)
+        if mark is None:
             nothing_yet = facts["head"] == 0 and not projector.error
             projections.add_row(
                 name, "-", "[green]0" if nothing_yet else "[yellow]not started", *live
             )
             continue
-        lag = max(0, facts["head"] - checkpoint)
+        lag = max(0, facts["head"] - mark)
         colour = "green" if lag < 1000 else "yellow" if lag < 100_000 else "red"
-        projections.add_row(name, f"{checkpoint:,}", f"[{colour}]{lag:,}", *live)
+        projections.add_row(name, f"{mark:,}", f"[{colour}]{lag:,}", *live)
     return Group(servers, services, flow, projections)

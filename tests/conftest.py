@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from event_store.migrate import EMPTY_EVERYTHING, ensure_database, migrate
-from tally.settings import Settings, load_settings
+from kernel.settings import Settings, load_settings
 
 
 @pytest.fixture(scope="session")

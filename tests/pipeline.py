@@ -20,13 +20,13 @@ from redis.asyncio import Redis
 from event_store.port import PendingEvent
 from event_store.postgres import PostgresEventStore, append_pending
 from event_store.relay import publish_all
+from kernel.settings import Settings, as_environment
 from projectors.base import Projection
 from projectors.fold import fold
 from projectors.redis_keys import prefix
 from projectors.runner import ProjectorRunner
 from schemas.envelope import Envelope
-from tally.services import projector_runner, relay_config
-from tally.settings import Settings, as_environment
+from tally.bootstrap import projector_runner, relay_config
 from tests.histories import build_history
 
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from kernel.settings import Settings, as_environment
 from tally.processes import serve, spawn
 from tally.processes import stop as stop_service
-from tally.settings import Settings, as_environment
 
 
 def start_service(

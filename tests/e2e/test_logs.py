@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from kernel.settings import Settings, as_environment
 from tally.processes import stop, wait_healthy
-from tally.settings import Settings, as_environment
 
 PORT = 28210
 

@@ -13,11 +13,11 @@ from elasticsearch import AsyncElasticsearch
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from kernel.auth import mint_token
+from kernel.settings import Settings
 from projectors.es_indices import COMMENTS_ALIAS, VOTES_ALIAS
 from projectors.redis_keys import prefix
 from tally import stack
-from tally.auth import mint_token
-from tally.settings import Settings
 from tests.e2e.conftest import start_process, start_service, stop_service
 from tests.pipeline import (
     env_of,

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 
 from event_store.postgres import PostgresEventStore
 from event_store.seed import SeedPlan, seed
+from kernel.auth import mint_token
+from kernel.settings import Settings
 from projectors.fold import fold
 from projectors.generations import Generations
-from tally.auth import mint_token
-from tally.settings import Settings
 from tests.e2e.conftest import start_system, stop_service
 from tests.pipeline import eventually, isolated, run_cli
 

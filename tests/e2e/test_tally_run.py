@@ -12,7 +12,7 @@ import uuid
 
 import httpx
 
-from tally.settings import Settings, as_environment
+from kernel.settings import Settings, as_environment
 from tests.pipeline import isolated
 
 PORTS = {

@@ -11,8 +11,8 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from event_store.port import stream_of_vote
-from tally.auth import mint_token
-from tally.settings import Settings
+from kernel.auth import mint_token
+from kernel.settings import Settings
 
 
 def bearer(settings: Settings, user: str) -> dict[str, str]:

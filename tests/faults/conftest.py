@@ -12,8 +12,8 @@ from elasticsearch import AsyncElasticsearch
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from kernel.settings import Settings
 from tally import stack
-from tally.settings import Settings
 from tests.faults.harness import (
     Readers,
     Run,

@@ -28,13 +28,14 @@ from elasticsearch import AsyncElasticsearch
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from event_store.postgres import PostgresEventStore
+from kernel.auth import mint_token
+from kernel.settings import Settings, as_environment
 from projectors.fold import fold
 from projectors.verify import read_log, verify
-from tally.auth import mint_token
+from tally.bootstrap import PROJECTIONS, build_projections
 from tally.processes import spawn, wait_healthy
 from tally.processes import stop as stop_process
-from tally.services import PROJECTIONS, build_projections
-from tally.settings import Settings, as_environment
 from tally.status import scrape
 from tests.pipeline import isolated
 
@@ -381,7 +382,7 @@ async def compare(
 ) -> Verdict:
     """Acknowledged votes == the fold of the log == every read model == what reads answer."""
     config = system.config
-    _, events = await read_log(pool)
+    _, events = await read_log(PostgresEventStore(pool))
     views = {str(c): v for c, v in fold(events).items()}
     log_problems = []
     for comment, (up, down) in tally.expected().items():
@@ -390,7 +391,7 @@ async def compare(
         if got != (up, down):
             log_problems.append(f"log: comment {comment} is {got}, acknowledged {(up, down)}")
     projections = build_projections(config, list(PROJECTIONS), redis, es)
-    _, reports = await verify(pool, projections, _no_wait, wait_seconds=0)
+    _, reports = await verify(PostgresEventStore(pool), projections, _no_wait, wait_seconds=0)
     model_problems = [m for r in reports for m in r.mismatches]
     read_problems = []
     expected = tally.expected()

@@ -55,6 +55,7 @@ async def test_projectors_relay_and_broker_killed_in_turn_lose_no_vote(
         repaired=len(system.logged("read_model_repaired")),
     )
     assert verdict.ok, str(verdict)
+    assert all(system.alive().values()), system.alive()  # nothing died of the faults
     assert not run.readers.reads.anomalies, run.readers.reads.anomalies[:5]
     # The live path alone got it right: the reconciler, the safety net, had nothing to repair.
     assert not system.logged("read_model_repaired"), system.logged("read_model_repaired")[:2]

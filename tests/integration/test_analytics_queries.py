@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from elasticsearch import AsyncElasticsearch
 
+from kernel.settings import Settings
 from projectors.es_votes import EsVotesProjection
 from schemas.envelope import Envelope
 from schemas.events import VoteCast, VoteChanged, VoteRetracted
-from tally.settings import Settings
 from tests.histories import build_history
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "analytics.md"

@@ -19,10 +19,10 @@ from psycopg_pool import AsyncConnectionPool
 from structlog.testing import LogCapture
 
 from command_api import unit_of_work
-from command_api.app import create_app
 from event_store.errors import CommitOutcomeUnknown
-from tally.auth import mint_token
-from tally.settings import Settings
+from kernel.auth import mint_token
+from kernel.settings import Settings
+from tally.bootstrap import command_app
 
 ApiFactory = Callable[..., AbstractAsyncContextManager[AsyncTestClient[Any]]]
 
@@ -33,7 +33,7 @@ def api(settings: Settings, clean_store: Any, redis: Any) -> ApiFactory:
 
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:
-        app = create_app(msgspec.structs.replace(settings, **overrides))
+        app = command_app(msgspec.structs.replace(settings, **overrides))
         async with AsyncTestClient(app) as client:
             yield client
 

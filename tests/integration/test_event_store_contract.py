@@ -58,6 +58,36 @@ class EventStoreContract:
         assert seen[-1].event == change and seen[-1].correlation_id == "req-1"
         assert await store.head() == positions[-1]
 
+    async def test_a_comments_history_holds_its_own_events_and_its_votes_in_order(
+        self, store: EventStore
+    ) -> None:
+        other = uuid4()
+        vote = VoteCast(comment_id=CID, commentable_id="p", user_id="u", value=1, previous=0)
+        elsewhere = CommentPosted(comment_id=other, commentable_id="p", author_id="a", content="o")
+        mine = await store.append(f"comment-{CID}", 0, [posted()])
+        await store.append(f"comment-{other}", 0, [elsewhere])
+        mine += await store.append(f"vote-{CID}-u", 0, [vote])
+        histories = await store.read_comments([str(CID)])
+        assert [e.position for e in histories[str(CID)]] == mine
+        assert (await store.read_comments([str(CID)], until=mine[0]))[str(CID)][-1].event == (
+            posted()
+        )
+        touched = await store.comments_touched(0, await store.head(), limit=10)
+        assert touched == [str(CID), str(other)]  # most recently touched first
+
+    async def test_comments_after_pages_through_every_comment_in_id_order(
+        self, store: EventStore
+    ) -> None:
+        ids = sorted(str(uuid4()) for _ in range(3))
+        for comment in ids:
+            event = CommentPosted(
+                comment_id=comment, commentable_id="p", author_id="a", content="x"
+            )
+            await store.append(f"comment-{comment}", 0, [event])
+        first = await store.comments_after("", 2)
+        rest = await store.comments_after(first[-1], 2)
+        assert first + rest == ids
+
 
 class TestInMemoryEventStore(EventStoreContract):
     @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
+from kernel.settings import Settings
 from tally import stack
-from tally.settings import Settings
 
 
 def test_a_second_up_is_a_no_op_and_status_shows_everything_running(settings: Settings) -> None:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from kernel.settings import Settings
 from projectors import ranking
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_votes import EsVotesProjection
@@ -20,7 +21,6 @@ from projectors.fold import CommentView, fold, user_votes
 from projectors.redis_keys import prefix
 from projectors.redis_scores import RedisRebuild, RedisScoresProjection
 from schemas.envelope import Envelope
-from tally.settings import Settings
 from tests.histories import deliveries, histories
 
 SLOW = settings(

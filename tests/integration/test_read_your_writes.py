@@ -15,12 +15,11 @@ from redis.asyncio import Redis
 
 from event_store.port import PendingEvent, stream_of_comment, stream_of_vote
 from event_store.postgres import PostgresEventStore, append_pending
+from kernel.settings import Settings
 from projectors.es_comments import EsCommentsProjection
 from projectors.redis_scores import RedisScoresProjection
-from query_api.app import create_app
 from schemas.events import CommentPosted, VoteCast
-from tally.services import open_stores
-from tally.settings import Settings
+from tally.bootstrap import open_stores, query_app
 from tests.pipeline import isolated
 
 
@@ -61,7 +60,7 @@ async def test_a_comment_read_waits_for_its_body_as_well_as_its_counts(
         comments = EsCommentsProjection(es, config.es_comments_alias)
         await comments.setup()
         try:
-            async with AsyncTestClient(create_app(config)) as client:
+            async with AsyncTestClient(query_app(config)) as client:
                 url = f"/api/comments/{comment_id}"
                 # Redis has the vote, Elasticsearch nothing yet: not yet visible, not half.
                 early = await client.get(url, params={"min_position": position})

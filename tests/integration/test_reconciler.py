@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from event_store.postgres import PostgresEventStore
 from event_store.seed import SeedPlan, seed
+from kernel.settings import Settings
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_votes import EsVotesProjection
 from projectors.fence import SwitchFence
@@ -23,7 +24,6 @@ from projectors.redis_keys import comment_key
 from projectors.redis_scores import RedisScoresProjection
 from projectors.verify import verify
 from schemas.events import VoteCast, VoteChanged, VoteRetracted
-from tally.settings import Settings
 
 
 @pytest.fixture
@@ -106,7 +106,9 @@ async def test_the_reconciler_repairs_every_read_model_and_verify_then_agrees(
     async def caught_up(projection: str) -> int:
         return head
 
-    _, reports = await verify(clean_store, projections, caught_up, wait_seconds=0)
+    _, reports = await verify(
+        PostgresEventStore(clean_store), projections, caught_up, wait_seconds=0
+    )
     assert all(r.ok for r in reports), [r.mismatches[:3] for r in reports]
 
 

@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 from event_store.partitioning import partition_for
 from event_store.port import PendingEvent
 from event_store.postgres import append_pending
+from kernel.settings import Settings
 from projectors import parking
 from projectors import runner as runner_module
 from projectors.fence import SwitchFence
@@ -25,7 +26,6 @@ from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import LAG_EVENTS
 from schemas.events import CommentPosted, VoteCast
 from tally.processes import spawn
-from tally.settings import Settings
 from tests.pipeline import (
     consume,
     env_of,
@@ -87,19 +87,31 @@ async def test_redelivered_batches_change_nothing(
 ) -> None:
     config = isolated(settings)
     await record_history(apool, 100, seed=4)
-    await publish(config, apool)
+    published = await publish(config, apool)
     projection = RedisScoresProjection(redis, config.redis_generation)
     async with running(runner_for(projection, config, apool)):
         await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
-    # A new consumer group reads the whole topic again into the same keyspace.
+    # Everything again: a new consumer group reads the topic from the start, and the runner has
+    # forgotten its positions, so every event reaches the projection a second time.
     again = isolated(
         settings, kafka_topic=config.kafka_topic, redis_generation=config.redis_generation
     )
     async with apool.connection() as conn:
-        await conn.execute("TRUNCATE projection_partitions")
+        await conn.execute("TRUNCATE projection_partitions, projection_epochs")
+    before = _sample("tally_projection_applied_total")
     async with running(runner_for(projection, again, apool)):
-        await asyncio.sleep(3)
+        await eventually(
+            lambda: _at_least(_sample("tally_projection_applied_total") - before, published), 60
+        )
     assert await redis_matches_store(redis, config.redis_generation, apool)
+
+
+def _sample(metric: str, projection: str = "redis") -> float:
+    return REGISTRY.get_sample_value(metric, {"projection": projection}) or 0.0
+
+
+async def _at_least(value: float, wanted: float) -> bool:
+    return value >= wanted
 
 
 async def test_a_poison_event_is_parked_with_its_comments_later_events_and_others_go_on(
@@ -155,13 +167,25 @@ async def test_a_poison_event_is_parked_with_its_comments_later_events_and_other
     fence = SwitchFence(config.pg_dsn, "redis")
     async with fence.exclusive():
         retry = spawn(["dlq", "retry", "--projection", "redis"], env_of(config))
-        await asyncio.sleep(3)
-        assert retry.poll() is None  # waiting for the fence
+        await eventually(lambda: _waits_for_a_fence(apool), 60)  # it asked, and waits
+        assert retry.poll() is None
         assert len(await parking.list_parked(apool, "redis")) == 1 + len(later)
     await fence.close()
     assert await asyncio.to_thread(retry.wait, 60) == 0
     assert await parking.list_parked(apool, "redis") == []
     assert await redis_matches_store(redis, config.redis_generation, apool)
+
+
+async def _waits_for_a_fence(pool: AsyncConnectionPool[Any]) -> bool:
+    """Does some session wait for a switch-fence lock (advisory, first key 31249)?"""
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT count(*) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND classid = 31249 AND NOT granted"
+            )
+        ).fetchone()
+    return bool(row and row[0])
 
 
 async def _pos_at_least(redis: Redis, key: str, position: int) -> bool:
@@ -200,7 +224,11 @@ async def test_a_quiet_spell_after_traffic_is_not_reported_as_a_gap(
     with capture_logs() as logs:
         async with running(runner_for(projection, config, apool)):
             await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
-            await asyncio.sleep(3)  # silent for longer than the watchdog waits
+            looked = _sample("tally_projection_watchdog_checks_total")
+            # Quiet for longer than the watchdog waits: it looks, twice, and finds nothing.
+            await eventually(
+                lambda: _at_least(_sample("tally_projection_watchdog_checks_total") - looked, 2)
+            )
     assert not [entry for entry in logs if entry["event"] == "gap_healing"]
     healed_after = REGISTRY.get_sample_value(
         "tally_projection_gaps_healed_total", {"projection": "redis"}

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from event_store.postgres import PostgresEventStore
 from event_store.seed import SeedPlan, seed
+from kernel.settings import Settings
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_indices import COMMENTS_MAPPING
 from projectors.generations import Generations
@@ -26,7 +27,6 @@ from schemas import codec
 from schemas.codec import decode_envelope
 from schemas.events import CommentPosted
 from tally.processes import spawn
-from tally.settings import Settings
 from tests.pipeline import consume, env_of, isolated, publish, run_cli
 
 

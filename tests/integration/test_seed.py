@@ -8,8 +8,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from event_store.postgres import PostgresEventStore
 from event_store.seed import SeedPlan, seed
+from kernel.settings import Settings
 from projectors.fold import fold, user_votes
-from tally.settings import Settings
 
 
 async def test_seeding_writes_events_outbox_and_matching_write_state(

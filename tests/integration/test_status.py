@@ -13,9 +13,9 @@ from rich.console import Console
 
 from event_store.relay import LEADER
 from event_store.seed import SeedPlan, seed
+from kernel.settings import Settings
 from projectors.delivery import APPLIED
 from projectors.runner import LAG_SECONDS
-from tally.settings import Settings
 from tally.status import render
 
 

@@ -19,14 +19,14 @@ from opentelemetry.trace import SpanKind
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from command_api.app import create_app
 from event_store.port import PendingEvent
 from event_store.postgres import append_pending
+from kernel import tracing
+from kernel.auth import mint_token
+from kernel.settings import Settings
 from projectors.redis_scores import RedisScoresProjection
 from schemas.events import VoteCast
-from tally import tracing
-from tally.auth import mint_token
-from tally.settings import Settings
+from tally.bootstrap import command_app
 from tests.pipeline import (
     consume,
     eventually,
@@ -55,7 +55,7 @@ def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
 async def vote_over_http(settings: Settings, headers: dict[str, str]) -> tuple[str, int]:
     """Post a comment and vote on it; return the comment id and the vote's position."""
     auth = {"Authorization": f"Bearer {mint_token('alice', settings.jwt_secret, 300)}"}
-    async with AsyncTestClient(create_app(settings)) as client:
+    async with AsyncTestClient(command_app(settings)) as client:
         posted = await client.post(
             "/api/comments", json={"commentable_id": "post-1", "content": "hi"}, headers=auth
         )

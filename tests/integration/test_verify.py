@@ -10,12 +10,13 @@ from elasticsearch import AsyncElasticsearch
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from event_store.postgres import PostgresEventStore
+from kernel.settings import Settings
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_votes import EsVotesProjection
 from projectors.redis_keys import prefix
 from projectors.redis_scores import RedisScoresProjection
 from projectors.verify import verify
-from tally.settings import Settings
 from tests.pipeline import record_history, run_cli
 
 
@@ -46,7 +47,9 @@ async def test_verify_passes_then_names_a_corrupted_counter(
             return history[-1].position
 
         async def check() -> list[Any]:
-            _, reports = await verify(clean_store, projections, caught_up, wait_seconds=5)
+            _, reports = await verify(
+                PostgresEventStore(clean_store), projections, caught_up, wait_seconds=5
+            )
             return reports
 
         reports = await check()

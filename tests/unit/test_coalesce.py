@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from tally.coalesce import TickBatcher
+from kernel.coalesce import TickBatcher
 
 
 async def test_calls_in_one_tick_share_a_batch_and_keep_their_order() -> None:

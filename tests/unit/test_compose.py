@@ -13,13 +13,13 @@ from prometheus_client import REGISTRY
 import command_api.app
 import command_api.executor
 import event_store.relay
+import kernel.http_middleware
 import projectors.rebuilder
 import projectors.reconciler
 import projectors.runner
 import query_api.app
 import query_api.live
-import tally.http_middleware
-from tally.settings import Settings
+from kernel.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
 MODULES = (
@@ -49,7 +49,7 @@ def load(path: str) -> Any:
 
 def exported_metrics() -> set[str]:
     """Every sample name the code registers (with ``_total``, ``_bucket``... as exposed)."""
-    assert MODULES and tally.http_middleware  # imported for their metrics
+    assert MODULES and kernel.http_middleware  # imported for their metrics
     return {name for name in REGISTRY._names_to_collectors if name.startswith("tally_")}
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from command_api.deciders.vote import CastVote
 from command_api.group_commit import CommandTimedOut, GroupCommitter, Overloaded, with_deadline
-from command_api.unit_of_work import Accepted, Outcome, WorkItem
+from command_api.work import Accepted, Outcome, WorkItem
 
 
 def item(n: int) -> WorkItem:

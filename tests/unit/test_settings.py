@@ -2,7 +2,7 @@
 
 import pytest
 
-from tally.settings import SettingsError, load_settings
+from kernel.settings import SettingsError, load_settings
 
 
 def test_defaults_point_at_the_local_stack() -> None:
@@ -23,7 +23,7 @@ def test_a_wrong_type_names_the_variable() -> None:
 
 
 def test_settings_survive_a_trip_through_the_environment() -> None:
-    from tally.settings import as_environment
+    from kernel.settings import as_environment
 
     settings = load_settings({"TALLY_GROUP_COMMIT": "false", "TALLY_KAFKA_PARTITIONS": "3"})
     assert load_settings(as_environment(settings)) == settings

@@ -4,9 +4,9 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from tally import tracing
-from tally.settings import SettingsError, load_settings
-from tally.tracing import build_provider, configure_tracing, spans_ended, start_message_span
+from kernel import tracing
+from kernel.settings import SettingsError, load_settings
+from kernel.tracing import build_provider, configure_tracing, spans_ended, start_message_span
 
 
 def test_tracing_is_off_by_default() -> None:

@@ -32,9 +32,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_algorithm: str = "HS256"
     token_ttl_seconds: int = 24 * 3600
 
-    command_api_host: str = "127.0.0.1"
+    command_api_host: str = "127.0.0.1"  # where each API binds (0.0.0.0 in containers)
     command_api_port: int = 8000
     command_api_workers: int = 2
+    query_api_host: str = "127.0.0.1"
     query_api_port: int = 8001
     query_api_workers: int = 1
     read_wait_ms: int = 2000
@@ -86,7 +87,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     redis_generation: str = "1"
 
-    # Tracing (tally.tracing): off, OTLP over HTTP to otel_endpoint, or printed spans.
+    # Tracing (kernel.tracing): off, OTLP over HTTP to otel_endpoint, or printed spans.
     otel_exporter: Literal["none", "otlp", "console"] = "none"
     otel_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     otel_sample_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 1.0

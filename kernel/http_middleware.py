@@ -4,7 +4,7 @@ The correlation id comes from ``X-Request-ID`` (or is made up), is bound to stru
 for the request, stored in event metadata by the write path, and echoed in the response.
 Metrics: one histogram per (service, method, route template, status); its count is the request
 rate and, by status, the error rate. Tracing: one server span per request (not for health and
-metrics), continuing the caller's ``traceparent``; see ``tally.tracing``.
+metrics), continuing the caller's ``traceparent``; see ``kernel.tracing``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import Histogram
 
-from tally import tracing
+from kernel import tracing
 
 HEADER = b"x-request-id"
 _VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")

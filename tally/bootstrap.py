@@ -1,7 +1,9 @@
-"""The long-running back-end processes: the outbox relay and the projectors.
+"""The composition root: every process's object graph, built from the settings in one place.
 
-Each runs until SIGTERM or SIGINT, serves Prometheus metrics on its own port, and owns the
-clients it opens.
+The APIs get their services (pools, clients, the write path) from here; the relay and the
+projectors get narrow configs and the clients they use. Each long-running process runs until
+SIGTERM or SIGINT, serves Prometheus metrics on its own port, and owns the clients it opens.
+Nothing imports this module but the entry points (``tally.cli``, ``tally.serving``, ``bench``).
 """
 
 from __future__ import annotations
@@ -13,14 +15,25 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import psycopg
 import structlog
 from elasticsearch import AsyncElasticsearch
+from litestar import Litestar
 from prometheus_client import start_http_server
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from command_api.app import CommandApiConfig, CommandServices
+from command_api.app import create_app as create_command_app
+from command_api.executor import CommandExecutor
+from command_api.group_commit import GroupCommitter, Submit, with_deadline
+from command_api.idempotency import delete_expired_keys
+from command_api.rate_limit import VoteRateLimiter
+from command_api.work import Outcome, WorkItem
 from event_store.postgres import PostgresEventStore, connection_options
 from event_store.relay import OutboxRelay, RelayConfig
+from kernel.auth import TokenVerifier
+from kernel.settings import Settings, get_settings
 from projectors.base import Projection
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_indices import COMMENTS_MAPPING, VOTES_MAPPING
@@ -32,7 +45,10 @@ from projectors.rebuilds import IndexRebuild, Rebuild, RedisGenerationRebuild
 from projectors.reconciler import Reconciler, ReconcilerConfig
 from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import ProjectorRunner, RunnerConfig
-from tally.settings import Settings
+from query_api.app import QueryApiConfig, QueryServices
+from query_api.app import create_app as create_query_app
+from query_api.es_reads import EsReads
+from query_api.redis_reads import RedisReads
 
 log = structlog.get_logger(__name__)
 
@@ -266,3 +282,126 @@ def build_projections(
         "votes": EsVotesProjection(es, settings.es_votes_alias),
     }
     return [available[name] for name in names]
+
+
+# --- the APIs ---------------------------------------------------------------------------------
+
+
+async def _clean_idempotency_keys(pool: AsyncConnectionPool[Any], settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(settings.idempotency_cleanup_interval_seconds)
+        try:
+            async with pool.connection() as conn, conn.cursor() as cur:
+                removed = await delete_expired_keys(cur, settings.idempotency_ttl_seconds)
+            if removed:
+                log.info("idempotency_keys_expired", removed=removed)
+        except psycopg.Error as exc:
+            log.warning("idempotency_cleanup_failed", error=str(exc))
+
+
+@contextlib.asynccontextmanager
+async def command_services(settings: Settings) -> AsyncIterator[CommandServices]:
+    """The command API's services on PostgreSQL and Redis, every call bounded."""
+    deadline = settings.command_deadline_ms / 1000
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        settings.pg_dsn,
+        min_size=settings.pg_pool_min,
+        max_size=settings.pg_pool_max,
+        open=False,
+        name="command-api",
+        timeout=deadline,
+        kwargs=connection_options(
+            settings.pg_connect_timeout_seconds, settings.pg_statement_timeout_ms
+        ),
+    )
+    await pool.open()
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_ms / 1000,
+        socket_connect_timeout=settings.redis_timeout_ms / 1000,
+        max_connections=64,
+    )
+    executor = CommandExecutor(pool, settings.idempotency_ttl_seconds)
+    committer: GroupCommitter | None = None
+    submit: Submit
+    if settings.group_commit:
+        committer = GroupCommitter(
+            executor.run,
+            settings.group_commit_max_wait_ms,
+            settings.group_commit_max_batch,
+            settings.group_commit_workers,
+            settings.group_commit_max_queue,
+            settings.command_deadline_ms,
+        )
+        await committer.start()
+        submit = committer.submit
+    else:
+
+        async def submit_alone(item: WorkItem) -> Outcome:
+            return (await executor.run([item]))[0]
+
+        submit = submit_alone
+
+    async def postgres_answers() -> None:
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")
+
+    cleanup = asyncio.create_task(_clean_idempotency_keys(pool, settings))
+    try:
+        yield CommandServices(
+            submit=with_deadline(submit, deadline),
+            rate_limiter=VoteRateLimiter(
+                redis,
+                settings.vote_rate_limit,
+                settings.vote_rate_window_seconds,
+                timeout=settings.rate_limit_timeout_ms / 1000,
+            ),
+            verifier=TokenVerifier(settings.jwt_secret, settings.jwt_algorithm),
+            readiness={"postgres": postgres_answers, "redis": redis.ping},
+        )
+    finally:
+        cleanup.cancel()
+        if committer is not None:
+            await committer.stop()
+        await pool.close()
+        await redis.aclose()
+
+
+def command_app(settings: Settings | None = None) -> Litestar:
+    """The command API on the real stores of ``settings`` (the environment by default)."""
+    settings = settings or get_settings()
+    return create_command_app(
+        functools.partial(command_services, settings),
+        CommandApiConfig(max_body_bytes=settings.max_body_bytes),
+    )
+
+
+@contextlib.asynccontextmanager
+async def query_services(settings: Settings) -> AsyncIterator[QueryServices]:
+    """The query API's readers on Redis and Elasticsearch, every call bounded."""
+    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=1)
+    es = AsyncElasticsearch(settings.es_url, request_timeout=5)
+    try:
+        yield QueryServices(
+            redis_reads=RedisReads(
+                redis,
+                settings.redis_generation,
+                settings.ranking_snapshot_seconds,
+                settings.ranking_cursor_ttl_seconds,
+                settings.kafka_group_prefix,
+            ),
+            es_reads=EsReads(es, settings.es_comments_alias),
+            verifier=TokenVerifier(settings.jwt_secret, settings.jwt_algorithm),
+        )
+    finally:
+        await redis.aclose()
+        await es.close()
+
+
+def query_app(settings: Settings | None = None) -> Litestar:
+    """The query API on the real read models of ``settings`` (the environment by default)."""
+    settings = settings or get_settings()
+    return create_query_app(
+        functools.partial(query_services, settings),
+        QueryApiConfig(read_wait_ms=settings.read_wait_ms),
+    )

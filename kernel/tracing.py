@@ -2,7 +2,7 @@
 
 The spans of one vote form one trace:
 
-1. ``PUT /api/...``: the HTTP request (``tally.http_middleware``), continuing the caller's
+1. ``PUT /api/...``: the HTTP request (``kernel.http_middleware``), continuing the caller's
    ``traceparent`` header if it sent one;
 2. ``append CastVote``: the wait for the group commit. Its context is stored as ``traceparent``
    in the metadata of the events it appended;
@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tally.settings import Settings
+from kernel.settings import Settings
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer: Tracer | None = None
