@@ -6,7 +6,7 @@ TALLY := $(VENV)/bin/tally
 STAMP := $(VENV)/.installed
 
 # The test stack lives apart from the `make run` one: its own data directory and ports.
-TEST_ENV := TALLY_DATA_DIR=.tally/test \
+TEST_ENV := TALLY_ENV=local TALLY_DATA_DIR=.tally/test \
 	TALLY_PG_DSN=postgresql://postgres@127.0.0.1:25432/tally_test \
 	TALLY_REDIS_URL=redis://127.0.0.1:26379/0 \
 	TALLY_KAFKA_BOOTSTRAP=127.0.0.1:29092 \
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(TALLY) run
+	TALLY_ENV=local $(TALLY) run
 
 stack-up: install
 	$(TALLY) stack up
@@ -48,9 +48,9 @@ test: install lint typecheck
 	$(TEST_ENV) $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install
-	$(TALLY) stack up
-	$(TALLY) migrate
-	$(PY) -m bench.write
+	TALLY_ENV=local $(TALLY) stack up
+	TALLY_ENV=local $(TALLY) migrate
+	TALLY_ENV=local $(PY) -m bench.write
 
 clean:
 	-$(TEST_ENV) $(TALLY) stack down

@@ -19,10 +19,10 @@ from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.plugins.prometheus import PrometheusController
 
 from command_api.group_commit import Submit
 from command_api.problems import exception_to_problem
+from command_api.rate_limit import Quota
 from command_api.routes import ROUTES, current_user
 from kernel.auth import TokenVerifier
 from kernel.http_middleware import http_middleware
@@ -30,8 +30,12 @@ from kernel.problems import problem
 
 
 class RateLimiter(Protocol):
-    async def check(self, user_id: str) -> None:
-        """Count one vote for ``user_id``; raise ``RateLimited`` over the limit."""
+    async def check(self, user_id: str, action: str) -> Quota | None:
+        """Count one ``action`` of ``user_id``; ``RateLimited`` over the limit."""
+        ...
+
+    async def refund(self, user_id: str, action: str) -> None:
+        """Give one back (a replayed request)."""
         ...
 
 
@@ -91,8 +95,8 @@ def create_app(open_services: OpenServices, config: CommandApiConfig | None = No
             yield
 
     return Litestar(
-        route_handlers=[*ROUTES, health, ready, PrometheusController],
-        dependencies={"user_id": Provide(current_user, sync_to_thread=False)},
+        route_handlers=[*ROUTES, health, ready],
+        dependencies={"user_id": Provide(current_user)},
         lifespan=[lifespan],
         middleware=[http_middleware("command_api")],
         exception_handlers={Exception: exception_to_problem},

@@ -82,8 +82,11 @@ def plan_batch(
                             new_comments[command.comment_id] = command
                 case CastVote() | RetractVote():
                     key = (command.comment_id, command.user_id)
-                    current = vote_state.get(key) or _loaded_vote(
-                        votes.get(key), comment_state.get(command.comment_id)
+                    target = comment_state.get(command.comment_id)
+                    current = vote_state.get(key) or _loaded_vote(votes.get(key), target)
+                    # The comment as the batch left it: deleted by an earlier command, say.
+                    current = msgspec.structs.replace(
+                        current, comment=target or comment.initial_state
                     )
                     plan, new_vote = _plan_vote(command, current, origin)
                     vote_state[key] = new_vote

@@ -58,7 +58,9 @@ def exception_to_problem(request: Request[Any, Any, Any], exc: Exception) -> Res
     if known is not None:
         status, code, title = known
         headers = None
-        if isinstance(exc, RateLimited | Overloaded):
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after), **exc.quota.headers()}
+        elif isinstance(exc, Overloaded):
             headers = {"Retry-After": str(exc.retry_after)}
         elif status == 503:
             headers = {"Retry-After": "1"}

@@ -1,9 +1,16 @@
-"""Per-user vote rate limit in Redis: a fixed window counted by one Lua call.
+"""Per-user rate limits in Redis: GCRA (a token bucket kept as one timestamp), per action.
 
-If Redis is unreachable or slow the limiter lets votes through (and counts that): losing votes
-is worse than briefly not limiting them. A check waits at most ``timeout`` for Redis, and after a
-failure the limiter skips Redis for ``pause`` seconds, so a stalled Redis costs votes
-milliseconds, not a socket timeout each.
+Each action (``vote``, ``comment``: posting, editing and deleting) allows ``limit`` requests per
+``window`` seconds, with bursts up to ``limit`` and no double burst at window boundaries: the
+bucket refills smoothly. One key per user and action holds the "theoretical arrival time"; one
+Lua call checks and updates it on Redis's clock. A request answered from its idempotency key is
+refunded: replays are free.
+
+If Redis is unreachable or slow the limiter lets requests through (and counts that): losing
+votes is worse than briefly not limiting them. A check waits at most ``timeout`` for Redis, and
+after a failure the limiter skips Redis for ``pause`` seconds, so a stalled Redis costs requests
+milliseconds, not a socket timeout each. Checks made in the same event-loop tick share one
+pipeline (``TickBatcher``).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 
+import msgspec
 import structlog
 from prometheus_client import Counter
 from redis.asyncio import Redis
@@ -23,92 +31,145 @@ from kernel.coalesce import TickBatcher
 
 log = structlog.get_logger(__name__)
 
-RATE_LIMITED = Counter("tally_votes_rate_limited_total", "Votes refused by the rate limit")
+RATE_LIMITED = Counter("tally_rate_limited_total", "Requests refused by the rate limit", ["action"])
 LIMITER_ERRORS = Counter("tally_rate_limiter_errors_total", "Rate-limit checks that failed open")
 
-# Returns 0 when allowed, else the milliseconds until the window resets.
+# KEYS[1]: the bucket. ARGV: emission interval (ms), window (ms), cost (1, or -1 to refund).
+# Returns {allowed (1/0), remaining, ms until full, ms until the next request is allowed}.
 _SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-if n > tonumber(ARGV[2]) then
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
-  return ttl
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new = tat + cost * interval
+if cost < 0 then
+  if new > now then
+    redis.call('SET', KEYS[1], new, 'PX', math.ceil(new - now))
+  else
+    redis.call('DEL', KEYS[1])
+  end
+  return {1, 0, 0, 0}
 end
-return 0
+if new - window > now then
+  return {0, 0, math.ceil(tat - now), math.ceil(new - window - now)}
+end
+redis.call('SET', KEYS[1], new, 'PX', math.ceil(new - now))
+return {1, math.floor((window - (new - now)) / interval), math.ceil(new - now), 0}
 """
 
 
+class Limit(msgspec.Struct, frozen=True):
+    """``limit`` requests per ``window_seconds``."""
+
+    limit: int
+    window_seconds: int
+
+
+class Quota(msgspec.Struct, frozen=True):
+    """Where a user stands after a check: the IETF ``RateLimit-*`` header values."""
+
+    limit: int
+    remaining: int
+    reset_seconds: int  # until the bucket is full again
+    retry_after: int = 0  # when refused: seconds until one request is allowed
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+
+
 class RateLimited(Exception):
-    """Too many votes; try again after ``retry_after`` seconds."""
+    """Too many requests; try again after ``retry_after`` seconds."""
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many votes; retry after {retry_after} s")
-        self.retry_after = retry_after
+    def __init__(self, action: str, quota: Quota) -> None:
+        super().__init__(f"too many {action} requests; retry after {quota.retry_after} s")
+        self.retry_after = quota.retry_after
+        self.quota = quota
 
 
-class VoteRateLimiter:
-    """At most ``limit`` votes per user per ``window_seconds``.
-
-    Checks made in the same event-loop tick share one Redis pipeline (``TickBatcher``), so under
-    load the limit costs a fraction of a round trip per vote.
-    """
+class RateLimiter:
+    """Per-user limits for each action in ``limits`` (an action missing there is not limited)."""
 
     def __init__(
         self,
         redis: Redis,
-        limit: int,
-        window_seconds: int,
+        limits: dict[str, Limit],
         timeout: float = 0.05,
         pause: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
         self._sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()
-        self._limit = limit
-        self._window_ms = window_seconds * 1000
+        self._limits = limits
         self._timeout = timeout
         self._pause = pause
         self._clock = clock
         self._skip_until = 0.0
-        self._batcher: TickBatcher[str, int] = TickBatcher(self._count)
+        self._batcher: TickBatcher[tuple[str, str, int], Quota | None] = TickBatcher(self._run)
 
-    async def check(self, user_id: str) -> None:
-        """Count one vote for ``user_id``; raise ``RateLimited`` over the limit."""
-        if self._limit <= 0:
-            return
-        wait_ms = await self._batcher.get(user_id)
-        if wait_ms > 0:
-            RATE_LIMITED.inc()
-            raise RateLimited(max(1, math.ceil(wait_ms / 1000)))
+    async def check(self, user_id: str, action: str) -> Quota | None:
+        """Count one request; ``RateLimited`` over the limit. ``None`` when not limited (or
+        Redis did not answer in time)."""
+        limit = self._limits.get(action)
+        if limit is None or limit.limit <= 0:
+            return None
+        quota = await self._batcher.get((user_id, action, 1))
+        if quota is not None and quota.retry_after:
+            RATE_LIMITED.labels(action).inc()
+            raise RateLimited(action, quota)
+        return quota
 
-    async def _count(self, user_ids: list[str]) -> list[int]:
-        """Milliseconds to wait for each user (0: allowed); fails open when Redis is down."""
+    async def refund(self, user_id: str, action: str) -> None:
+        """Give back one request (it was a replay, answered without doing anything)."""
+        limit = self._limits.get(action)
+        if limit is not None and limit.limit > 0:
+            await self._batcher.get((user_id, action, -1))
+
+    async def _run(self, checks: list[tuple[str, str, int]]) -> list[Quota | None]:
+        """The quotas after each check, in order; fails open when Redis is down or slow."""
         if self._clock() < self._skip_until:
-            LIMITER_ERRORS.inc(len(user_ids))
-            return [0] * len(user_ids)
+            LIMITER_ERRORS.inc(len(checks))
+            return [None] * len(checks)
         try:
             async with asyncio.timeout(self._timeout):
                 try:
-                    return await self._evaluate(user_ids)
+                    replies = await self._evaluate(checks)
                 except NoScriptError:  # Redis restarted and lost its script cache
                     await self._redis.script_load(_SCRIPT)
-                    return await self._evaluate(user_ids)
+                    replies = await self._evaluate(checks)
         except (RedisError, OSError, TimeoutError) as exc:
-            LIMITER_ERRORS.inc(len(user_ids))
+            LIMITER_ERRORS.inc(len(checks))
             self._skip_until = self._clock() + self._pause
             log.warning("rate_limiter_unavailable", error=repr(exc), paused_seconds=self._pause)
-            return [0] * len(user_ids)
+            return [None] * len(checks)
+        quotas: list[Quota | None] = []
+        for (_, action, _), (_, remaining, full_ms, wait_ms) in zip(checks, replies, strict=True):
+            quotas.append(
+                Quota(
+                    limit=self._limits[action].limit,
+                    remaining=int(remaining),
+                    reset_seconds=math.ceil(int(full_ms) / 1000),
+                    retry_after=math.ceil(int(wait_ms) / 1000) if int(wait_ms) else 0,
+                )
+            )
+        return quotas
 
-    async def _evaluate(self, user_ids: list[str]) -> list[int]:
+    async def _evaluate(self, checks: list[tuple[str, str, int]]) -> list[list[int]]:
         # EVALSHA on a plain pipeline: no SCRIPT EXISTS round trip before each flush.
         async with self._redis.pipeline(transaction=False) as pipe:
-            for user_id in user_ids:
+            for user_id, action, cost in checks:
+                limit = self._limits[action]
+                window_ms = limit.window_seconds * 1000
                 pipe.evalsha(
                     self._sha,
                     1,
-                    f"tally:ratelimit:votes:{{{user_id}}}",
-                    str(self._window_ms),
-                    str(self._limit),
+                    f"tally:ratelimit:{{{user_id}}}:{action}",
+                    str(window_ms / limit.limit),
+                    str(window_ms),
+                    str(cost),
                 )
-            return [int(r) for r in await pipe.execute()]
+            return list(await pipe.execute())

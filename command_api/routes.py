@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import structlog
 from litestar import Request, Response, delete, patch, post, put
 from litestar.di import NamedDependency
@@ -33,18 +34,21 @@ from schemas.api import (
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-def current_user(request: Request[Any, Any, Any]) -> str:
+async def current_user(request: Request[Any, Any, Any]) -> str:
     """The user id from the bearer token (dependency ``user_id``)."""
-    user_id: str = request.app.state.verifier.user_of(request.headers.get("authorization"))
+    user_id: str = await request.app.state.verifier.user_of(request.headers.get("authorization"))
     return user_id
 
 
 async def _execute(
-    request: Request[Any, Any, Any], command: Command, user_id: str
+    request: Request[Any, Any, Any], command: Command, user_id: str, action: str
 ) -> Response[bytes]:
+    """Check the user's ``action`` limit, run ``command``, and answer with its outcome."""
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.match(key):
         raise InvalidHeader("Idempotency-Key must be 1 to 255 visible ASCII characters")
+    limiter = request.app.state.rate_limiter
+    quota = await limiter.check(user_id, action)
     fingerprint = b""
     if key is not None:
         fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
@@ -76,7 +80,13 @@ async def _execute(
                 span.set_attribute("tally.outcome", type(outcome).__name__)
     if isinstance(outcome, Exception):
         raise outcome
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    if outcome.replayed:
+        await limiter.refund(user_id, action)  # a replay does nothing: it is not counted
+        if quota is not None:
+            quota = msgspec.structs.replace(quota, remaining=min(quota.limit, quota.remaining + 1))
+    headers = quota.headers() if quota is not None else {}
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
     return Response(
         outcome.body, status_code=outcome.status, media_type="application/json", headers=headers
     )
@@ -99,7 +109,7 @@ async def post_comment(
         content=data.content,
         parent_id=data.parent_id,
     )
-    return await _execute(request, command, user_id)
+    return await _execute(request, command, user_id, "comment")
 
 
 @patch(
@@ -116,7 +126,7 @@ async def edit_comment(
 ) -> Response[bytes]:
     """Replace a comment's content."""
     command = EditComment(comment_id=comment_id, user_id=user_id, content=data.content)
-    return await _execute(request, command, user_id)
+    return await _execute(request, command, user_id, "comment")
 
 
 @delete(
@@ -130,7 +140,8 @@ async def delete_comment(
     request: Request[Any, Any, Any], comment_id: FromPath[UUID], user_id: NamedDependency[str]
 ) -> Response[bytes]:
     """Delete a comment; deleting it again changes nothing."""
-    return await _execute(request, DeleteComment(comment_id=comment_id, user_id=user_id), user_id)
+    command = DeleteComment(comment_id=comment_id, user_id=user_id)
+    return await _execute(request, command, user_id, "comment")
 
 
 @put(
@@ -146,9 +157,8 @@ async def cast_vote(
     user_id: NamedDependency[str],
 ) -> Response[bytes]:
     """Set the caller's vote on a comment."""
-    await request.app.state.rate_limiter.check(user_id)
     command = CastVote(comment_id=comment_id, user_id=user_id, value=data.value)
-    return await _execute(request, command, user_id)
+    return await _execute(request, command, user_id, "vote")
 
 
 @delete(
@@ -162,8 +172,8 @@ async def retract_vote(
     request: Request[Any, Any, Any], comment_id: FromPath[UUID], user_id: NamedDependency[str]
 ) -> Response[bytes]:
     """Retract the caller's vote on a comment."""
-    await request.app.state.rate_limiter.check(user_id)
-    return await _execute(request, RetractVote(comment_id=comment_id, user_id=user_id), user_id)
+    command = RetractVote(comment_id=comment_id, user_id=user_id)
+    return await _execute(request, command, user_id, "vote")
 
 
 ROUTES = [post_comment, edit_comment, delete_comment, cast_vote, retract_vote]

@@ -1,77 +1,181 @@
-"""Bearer JWT authentication (HS256 by default; the user is ``sub``)."""
+"""Bearer JWT authentication: the user is ``sub``.
+
+Two ways to check signatures:
+
+- a shared secret (HS256/384/512), at least 32 bytes;
+- an identity provider's public keys (RS256, ES256, ...) from its JWKS URL, fetched off the event
+  loop and cached, refetched when a token names a key id not seen yet (key rotation).
+
+``iss`` and ``aud`` are enforced when configured, expiry and not-before with a small leeway for
+clock skew, on one injectable clock. Good tokens are cached until they expire, so the hot path
+costs a dictionary lookup. ``auth_config_problems`` says what is wrong with a configuration
+outside local runs: the well-known development secret, a short secret, no key at all.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jwt
+import msgspec
+
+DEV_SECRET = "tally-local-dev-secret-change-me"
+MIN_SECRET_BYTES = 32
+MAX_USER_ID_LENGTH = 128
+_SYMMETRIC = ("HS256", "HS384", "HS512")
 
 
 class NotAuthenticated(Exception):
-    """No usable bearer token: missing, malformed, badly signed or expired."""
+    """No usable bearer token: missing, malformed, badly signed, expired or not for us."""
 
 
-MAX_USER_ID_LENGTH = 128
+class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How tokens are checked."""
+
+    secret: str = DEV_SECRET
+    algorithm: str = "HS256"
+    jwks_url: str = ""  # set: asymmetric keys from the identity provider
+    issuer: str = ""
+    audience: str = ""
+    leeway_seconds: float = 30.0
 
 
-def mint_token(user_id: str, secret: str, ttl_seconds: int, algorithm: str = "HS256") -> str:
-    """A signed token for ``user_id`` that expires after ``ttl_seconds``."""
+def auth_config_problems(config: AuthConfig, local: bool) -> list[str]:
+    """What makes ``config`` unfit to run with (nothing is unfit locally but a bad algorithm)."""
+    problems = []
+    if config.jwks_url:
+        if config.algorithm in _SYMMETRIC:
+            problems.append("TALLY_JWT_ALGORITHM must be asymmetric (RS256, ES256...) with a JWKS")
+    elif config.algorithm not in _SYMMETRIC:
+        problems.append(f"TALLY_JWT_ALGORITHM {config.algorithm} needs TALLY_JWT_JWKS_URL")
+    elif not local:
+        if config.secret == DEV_SECRET:
+            problems.append("TALLY_JWT_SECRET is the public development secret")
+        elif len(config.secret.encode()) < MIN_SECRET_BYTES:
+            problems.append(f"TALLY_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+    return problems
+
+
+def mint_token(
+    user_id: str,
+    secret: str,
+    ttl_seconds: int,
+    algorithm: str = "HS256",
+    issuer: str = "",
+    audience: str = "",
+) -> str:
+    """A token for ``user_id`` signed with ``secret``, expiring after ``ttl_seconds``."""
     now = int(time.time())
-    return jwt.encode(
-        {"sub": user_id, "iat": now, "exp": now + ttl_seconds}, secret, algorithm=algorithm
-    )
+    claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl_seconds}
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm=algorithm)
 
 
 class TokenVerifier:
-    """Checks tokens; remembers good ones (until they expire) to keep the hot path cheap."""
+    """Checks bearer tokens; remembers good ones until they expire."""
 
     def __init__(
         self,
-        secret: str,
+        secret: str = DEV_SECRET,
         algorithm: str = "HS256",
         cache_size: int = 50_000,
         clock: Callable[[], float] = time.time,
+        config: AuthConfig | None = None,
     ) -> None:
-        self._secret = secret
-        self._algorithms = [algorithm]
+        self.config = config or AuthConfig(secret=secret, algorithm=algorithm)
         self._cache: dict[str, tuple[str, float]] = {}
         self._cache_size = cache_size
-        self._clock = clock  # one clock for the cache and the expiry check
+        self._clock = clock  # one clock for the cache and every time claim
+        self._keys: dict[str, Any] = {}  # JWKS: key id -> public key
+        self._jwks = jwt.PyJWKClient(self.config.jwks_url) if self.config.jwks_url else None
 
-    def user_of(self, authorization: str | None) -> str:
+    async def user_of(self, authorization: str | None) -> str:
         """The user id in an ``Authorization: Bearer`` header, or ``NotAuthenticated``."""
-        if not authorization:
-            raise NotAuthenticated("missing Authorization header")
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise NotAuthenticated("Authorization must be 'Bearer <token>'")
+        token = _bearer(authorization)
         cached = self._cache.get(token)
         if cached is not None and cached[1] > self._clock():
             return cached[0]
-        user_id, expires = self._verify(token)
+        key = self.config.secret if self._jwks is None else await self._public_key(token)
+        user_id, expires = self._verify(token, key)
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
         self._cache[token] = (user_id, expires)
         return user_id
 
-    def _verify(self, token: str) -> tuple[str, float]:
+    async def _public_key(self, token: str) -> Any:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError as exc:
+            raise NotAuthenticated(f"invalid token: {exc}") from None
+        if not isinstance(kid, str) or len(kid) > 200:
+            raise NotAuthenticated("invalid token: no usable 'kid' in its header")
+        if kid not in self._keys:
+            assert self._jwks is not None
+            client = self._jwks
+            try:  # an HTTP fetch: not on the event loop
+                found = await asyncio.to_thread(client.get_signing_key, kid)
+            except jwt.PyJWKClientError as exc:
+                raise NotAuthenticated(f"invalid token: unknown signing key ({exc})") from None
+            if len(self._keys) > 100:
+                self._keys.clear()
+            self._keys[kid] = found.key
+        return self._keys[kid]
+
+    def _verify(self, token: str, key: Any) -> tuple[str, float]:
+        config = self.config
         try:
             claims = jwt.decode(
                 token,
-                self._secret,
-                algorithms=self._algorithms,
-                options={"require": ["sub", "exp"], "verify_exp": False},
+                key,
+                algorithms=[config.algorithm],
+                audience=config.audience or None,
+                issuer=config.issuer or None,
+                options={
+                    "require": ["sub", "exp"],
+                    "verify_exp": False,  # checked below, on our clock
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": bool(config.audience),
+                    "verify_iss": bool(config.issuer),
+                },
             )
         except jwt.InvalidTokenError as exc:
             raise NotAuthenticated(f"invalid token: {exc}") from None
-        expires = claims["exp"]
-        if not isinstance(expires, int | float) or isinstance(expires, bool):
-            raise NotAuthenticated("invalid token: 'exp' must be a number")
-        if expires <= self._clock():
+        now, leeway = self._clock(), config.leeway_seconds
+        expires = _number(claims, "exp")
+        if expires is None or expires + leeway <= now:
             raise NotAuthenticated("token has expired")
+        not_before = _number(claims, "nbf")
+        if not_before is not None and not_before - leeway > now:
+            raise NotAuthenticated("token is not valid yet")
         user_id = claims["sub"]
         if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID_LENGTH:
             raise NotAuthenticated("token 'sub' must be a user id of 1 to 128 characters")
-        return user_id, float(expires)
+        return user_id, expires + leeway
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise NotAuthenticated("missing Authorization header")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise NotAuthenticated("Authorization must be 'Bearer <token>'")
+    if len(token) > 8192:
+        raise NotAuthenticated("invalid token: too long")
+    return token
+
+
+def _number(claims: dict[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise NotAuthenticated(f"invalid token: '{name}' must be a number")
+    return float(value)

@@ -28,8 +28,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     es_comments_alias: str = "tally-comments"
     es_votes_alias: str = "tally-votes"
 
+    # "local" (set by `make run` and the tests) allows the public development secret and
+    # `tally token`; anything else refuses to start without real JWT settings.
+    env: str = "production"
     jwt_secret: str = "tally-local-dev-secret-change-me"
     jwt_algorithm: str = "HS256"
+    jwt_jwks_url: str = ""  # an identity provider's keys (RS256, ES256...) instead of a secret
+    jwt_issuer: str = ""  # enforced when set
+    jwt_audience: str = ""  # enforced when set
+    jwt_leeway_seconds: float = 30.0
     token_ttl_seconds: int = 24 * 3600
 
     command_api_host: str = "127.0.0.1"  # where each API binds (0.0.0.0 in containers)
@@ -41,6 +48,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     read_wait_ms: int = 2000
     ranking_snapshot_seconds: int = 5
     ranking_cursor_ttl_seconds: int = 600
+    ranking_snapshot_max: int = 1000  # a sort can be paged this far; snapshots hold no more
+    cursor_secret: str = ""  # signs ranked-page cursors (derived from the JWT secret if empty)
+    # Live (SSE) streams per query-API process, and per client address.
+    live_max_streams: int = 1000
+    live_max_streams_per_client: int = 20
 
     pg_pool_min: int = 2
     pg_pool_max: int = 8
@@ -58,8 +70,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     idempotency_ttl_seconds: int = 24 * 3600
     idempotency_cleanup_interval_seconds: int = 300
+    # Per user: votes, and comment posts, edits and deletes (a smooth bucket: GCRA).
     vote_rate_limit: int = 120
     vote_rate_window_seconds: int = 60
+    comment_rate_limit: int = 20
+    comment_rate_window_seconds: int = 60
     max_body_bytes: int = 64 * 1024
 
     kafka_topic: str = "tally.events"
@@ -71,6 +86,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_timeout_ms: int = 10_000
     relay_batch_size: int = 2000
     relay_poll_interval_ms: float = 20.0
+    # Prometheus /metrics of each process kind, on ports of their own (never the API ports).
+    command_api_metrics_port: int = 9103
+    query_api_metrics_port: int = 9104
     relay_metrics_port: int = 9101
     # A leader that stops renewing for this long is replaced by a standby.
     relay_lease_seconds: float = 10.0
@@ -94,6 +112,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     log_format: str = "auto"
     log_level: str = "info"
+
+    @property
+    def local(self) -> bool:
+        """A local run (``TALLY_ENV=local``): development defaults are allowed."""
+        return self.env == "local"
 
     @property
     def data_path(self) -> Path:

@@ -17,15 +17,16 @@ import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
-from litestar.plugins.prometheus import PrometheusController
 
 from kernel.auth import NotAuthenticated, TokenVerifier
 from kernel.http_middleware import http_middleware
 from kernel.problems import framework_problem, problem
 from query_api.consistency import NotYet
+from query_api.cursors import BadCursor
 from query_api.es_reads import EsReads
 from query_api.live import stream_scores
-from query_api.redis_reads import BadCursor, RedisReads
+from query_api.live_hub import LiveHub, StreamsFull, TooManyStreams
+from query_api.redis_reads import RedisReads
 from query_api.routes import ROUTES, Unavailable, UnknownComment
 
 
@@ -48,6 +49,14 @@ def query_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[b
         return problem(503, "read-model-unavailable", "Service unavailable", str(exc), path)
     if isinstance(exc, BadCursor | msgspec.ValidationError):
         return problem(400, "bad-parameter", "Bad request", str(exc), path)
+    if isinstance(exc, StreamsFull):
+        return problem(
+            503, "streams-full", "Service unavailable", str(exc), path, {"Retry-After": "5"}
+        )
+    if isinstance(exc, TooManyStreams):
+        return problem(
+            429, "too-many-streams", "Too many requests", str(exc), path, {"Retry-After": "5"}
+        )
     if isinstance(exc, NotAuthenticated):
         return problem(
             401,
@@ -94,6 +103,7 @@ class QueryServices:
     redis_reads: RedisReads
     es_reads: EsReads
     verifier: TokenVerifier
+    live: LiveHub
 
 
 class QueryApiConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,10 +126,11 @@ def create_app(open_services: OpenServices, config: QueryApiConfig | None = None
             app.state.redis_reads = services.redis_reads
             app.state.es_reads = services.es_reads
             app.state.verifier = services.verifier
+            app.state.live = services.live
             yield
 
     return Litestar(
-        route_handlers=[*ROUTES, stream_scores, health, ready, PrometheusController],
+        route_handlers=[*ROUTES, stream_scores, health, ready],
         lifespan=[lifespan],
         middleware=[http_middleware("query_api")],
         exception_handlers={Exception: query_problem},

@@ -10,8 +10,17 @@ events are applied in order, so its own position at P covers it too.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
+
+_POSITION = re.compile(r"[0-9]{1,18}")
+
+
+def parse_position(text: str) -> int | None:
+    """A position from a header: ASCII digits only (``"²".isdigit()`` is true), at most 18 of
+    them (within a PostgreSQL bigint); ``None`` for anything else."""
+    return int(text) if _POSITION.fullmatch(text) else None
 
 
 class NotYet(Exception):

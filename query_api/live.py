@@ -1,15 +1,18 @@
 """``GET /api/commentables/{id}/live``: score changes as Server-Sent Events.
 
 Each event is a score change published by the Redis projector (``event: score``, ``id`` the
-event's position). A comment line every ``HEARTBEAT_S`` keeps proxies from closing the stream.
-With ``Last-Event-ID``, the stream starts with the current counts of every comment (of the
-commentable's 2,000 newest) changed after that position: pub/sub keeps no history, so the
-resume sends the latest state rather than each missed change. The subscription is released in
-``finally``, so a client that goes away leaks nothing.
+event's position), fanned out by the process's ``LiveHub`` (one Redis subscription for all
+streams). A comment line every ``HEARTBEAT_S`` keeps proxies from closing the stream and finds
+clients that went away. With ``Last-Event-ID``, the stream starts with the current counts of
+every comment (of the commentable's 2,000 newest) changed after that position: pub/sub keeps no
+history, so the resume sends the latest state rather than each missed change. Streams are
+capped per process (503) and per client address (429); anonymous, since browsers' EventSource
+cannot send a bearer token.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,13 +21,13 @@ from litestar import Request, get
 from litestar.datastructures import State
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from prometheus_client import Gauge
 
-from projectors.redis_keys import comment_key, live_channel, ranking_key
+from projectors.redis_keys import comment_key, ranking_key
+from query_api.consistency import parse_position
+from query_api.live_hub import END, LiveHub
 
 HEARTBEAT_S = 15.0
 RESUME_LIMIT = 2000
-STREAMS = Gauge("tally_live_streams", "Open live (SSE) streams", multiprocess_mode="livesum")
 
 
 async def _missed(state: State, commentable_id: str, after: int) -> list[dict[str, Any]]:
@@ -51,12 +54,10 @@ async def _missed(state: State, commentable_id: str, after: int) -> list[dict[st
 
 
 async def _stream(
-    state: State, commentable_id: str, last_id: int | None
+    state: State, commentable_id: str, last_id: int | None, client: str
 ) -> AsyncIterator[ServerSentEventMessage]:
-    pubsub = state.redis_reads.redis.pubsub()
-    await pubsub.subscribe(live_channel(commentable_id))
-    STREAMS.inc()
-    try:
+    hub: LiveHub = state.live
+    with hub.subscribe(commentable_id, client) as queue:
         yield ServerSentEventMessage(comment="subscribed")
         if last_id is not None:
             for change in await _missed(state, commentable_id, last_id):
@@ -66,17 +67,15 @@ async def _stream(
                     id=str(change["position"]),
                 )
         while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=HEARTBEAT_S)
-            if message is None:
+            try:
+                data = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+            except TimeoutError:
                 yield ServerSentEventMessage(comment="heartbeat")
                 continue
-            data = message["data"].decode()
+            if data == END:
+                return
             position = msgspec.json.decode(data)["position"]
-            yield ServerSentEventMessage(data=data, event="score", id=str(position))
-    finally:
-        STREAMS.dec()
-        await pubsub.unsubscribe()
-        await pubsub.aclose()
+            yield ServerSentEventMessage(data=data.decode(), event="score", id=str(position))
 
 
 @get(
@@ -89,5 +88,7 @@ async def stream_scores(
 ) -> ServerSentEvent:
     """Score changes in a commentable, as they happen."""
     raw = request.headers.get("last-event-id")
-    last_id = int(raw) if raw and raw.isdigit() else None
-    return ServerSentEvent(_stream(state, commentable_id, last_id))
+    last_id = parse_position(raw) if raw else None
+    client = request.client.host if request.client else "unknown"
+    state.live.admit(client)
+    return ServerSentEvent(_stream(state, commentable_id, last_id, client))

@@ -1,16 +1,17 @@
 """Reads from the Redis projection: scores, per-user votes and ranked pages.
 
-A ranked page comes from a snapshot of the ranking (``ZRANGESTORE`` into a key with the same
-hash tag), shared by every reader of that sort for ``ranking_snapshot_seconds`` (so the order
-of a first page can be that many seconds old; its counts are live) and kept for
-``ranking_cursor_ttl_seconds``. The cursor names the snapshot and an offset, so paging while
-scores change sees every comment exactly once, in the order of the moment the first page was
-read.
+A ranked page comes from a snapshot of the ranking's top ``snapshot_max`` entries
+(``ZRANGESTORE`` into a key with the same hash tag), shared by every reader of that sort for
+``ranking_snapshot_seconds`` (so the order of a first page can be that many seconds old; its
+counts are live). A snapshot lives a minute or two, and ``ranking_cursor_ttl_seconds`` once a
+cursor pages through it: its memory is bounded by the cap and by what readers page through,
+not by the ranking's size or the number of readers. The (signed) cursor names the snapshot and
+an offset, so paging while scores change sees every comment exactly once, in the order of the
+moment the first page was read.
 """
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, cast
@@ -26,9 +27,11 @@ from projectors.redis_keys import (
     comment_key,
     intact_key,
     prefix,
+    ranking_key,
     votes_key,
     where_key,
 )
+from query_api.cursors import BadCursor, Cursor, CursorSigner
 
 
 class RedisLost(RedisError):
@@ -36,10 +39,6 @@ class RedisLost(RedisError):
 
     A ``RedisError``, so every read that falls back when Redis is down falls back here too.
     """
-
-
-class BadCursor(ValueError):
-    """A cursor that this API did not make, or made for another list."""
 
 
 class Score(msgspec.Struct, frozen=True):
@@ -66,8 +65,13 @@ class RedisReads:
         snapshot_s: int,
         cursor_ttl_s: int,
         deployment: str = "tally",
+        cursors: CursorSigner | None = None,
+        snapshot_max: int = 1000,
     ) -> None:
         self.redis = redis
+        self.snapshot_max = snapshot_max
+        self.cursors = cursors or CursorSigner(b"tests-only", snapshot_max)
+        self._first_ttl_s = min(cursor_ttl_s, max(2 * snapshot_s, 60))
         self.progress = ProgressBoard(redis, deployment)
         self.generations = Generations(redis, generation)
         self._snapshot_s = snapshot_s
@@ -160,63 +164,54 @@ class RedisReads:
         """``projection``'s low-water mark: every event at or below it is applied."""
         return await self.progress.low_water(projection)
 
-    async def page(
-        self, commentable_id: str, sort: str, limit: int, cursor: dict[str, Any] | None
-    ) -> Page:
+    async def page(self, commentable_id: str, sort: str, limit: int, cursor: Cursor | None) -> Page:
         """One page of comment ids, best first, from a ranking snapshot."""
         base = prefix(await self.generation(), commentable_id)
         if cursor is None:
             bucket = int(time.time() // max(1, self._snapshot_s))
             snapshot, offset = f"snap:{sort}:{bucket}", 0
         else:
-            snapshot, offset = str(cursor["s"]), int(cursor["o"])
-        keys = [f"{base}{snapshot}", f"{base}rank:{sort}"]
+            snapshot, offset = cursor.snapshot, cursor.offset
+        keys = [f"{base}{snapshot}", ranking_key(await self.generation(), commentable_id, sort)]
         # A cursor's snapshot must exist already; only a first page may create one.
         create = "1" if cursor is None else "0"
         found = await cast(
             Awaitable[list[bytes] | None],
             self.redis.eval(
-                _PAGE, 2, *keys, create, str(self._cursor_ttl_s), str(offset), str(offset + limit)
+                _PAGE,
+                2,
+                *keys,
+                create,
+                str(self._first_ttl_s),
+                str(self._cursor_ttl_s),
+                str(self.snapshot_max),
+                str(offset),
+                str(offset + limit),
             ),
         )
         if found is None:
             raise BadCursor("this cursor has expired; start again from the first page")
         ids = [i.decode() for i in found]
-        more = len(ids) > limit
-        next_cursor = (
-            encode_cursor(commentable_id, sort, snapshot, offset + limit) if more else None
-        )
+        more = len(ids) > limit and offset + limit < self.snapshot_max
+        next_cursor = None
+        if more:
+            next_cursor = self.cursors.encode(
+                Cursor(commentable_id, sort, snapshot, offset + limit)
+            )
         return Page(ids[:limit], next_cursor)
 
 
-# KEYS: snapshot, ranking. ARGV: create?, ttl, start, stop. nil when the snapshot is gone.
+# KEYS: snapshot, ranking. ARGV: create?, ttl when created, ttl once paged, size cap, start, stop.
+# The snapshot holds the ranking's top entries (at most the cap), so its memory is bounded
+# whatever the ranking's size; a first page's snapshot lives briefly unless a cursor uses it.
+# nil when the snapshot is gone.
 _PAGE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[1] == '0' then return nil end
-  redis.call('ZRANGESTORE', KEYS[1], KEYS[2], 0, -1)
+  redis.call('ZRANGESTORE', KEYS[1], KEYS[2], 0, tonumber(ARGV[4]) - 1, 'REV')
   redis.call('EXPIRE', KEYS[1], ARGV[2])
+elseif ARGV[1] == '0' then
+  redis.call('EXPIRE', KEYS[1], ARGV[3], 'GT')
 end
-return redis.call('ZRANGE', KEYS[1], ARGV[3], ARGV[4], 'REV')
+return redis.call('ZRANGE', KEYS[1], ARGV[5], ARGV[6], 'REV')
 """
-
-
-def encode_cursor(commentable_id: str, sort: str, snapshot: str, offset: int) -> str:
-    """An opaque cursor (URL-safe)."""
-
-    raw = msgspec.json.encode({"c": commentable_id, "t": sort, "s": snapshot, "o": offset})
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, commentable_id: str, sort: str) -> dict[str, Any]:
-    """The cursor's content, checked against the list it is used on."""
-
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = msgspec.json.decode(raw, type=dict[str, Any])
-        ok = value["c"] == commentable_id and value["t"] == sort and int(value["o"]) >= 0
-        ok = ok and str(value["s"]).startswith(f"snap:{sort}:")
-    except (ValueError, KeyError, TypeError, msgspec.DecodeError):
-        ok = False
-    if not ok:
-        raise BadCursor("the cursor is invalid or belongs to another list")
-    return value

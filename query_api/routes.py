@@ -13,10 +13,17 @@ from elasticsearch import ApiError, TransportError
 from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.params import FromPath, Parameter
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    BusyLoadingError,
+    MaxConnectionsError,
+    OutOfMemoryError,
+    ReadOnlyError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from query_api.consistency import wait_for_position
-from query_api.redis_reads import Score, decode_cursor
+from query_api.consistency import parse_position, wait_for_position
+from query_api.redis_reads import RedisLost, Score
 from query_api.views import (
     CommentPage,
     MyVotes,
@@ -26,7 +33,18 @@ from query_api.views import (
     comment_out,
 )
 
-STORE_DOWN = (RedisError, OSError)
+# Redis is down, busy, full or lost its data: reads fall back or answer 503. Any other Redis
+# error is a bug, and says so (500), instead of passing for an outage.
+STORE_DOWN = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ReadOnlyError,
+    OutOfMemoryError,
+    MaxConnectionsError,
+    RedisLost,
+    OSError,
+)
 INDEX_DOWN = (ApiError, TransportError, OSError)
 _IDS = re.compile(r"^[0-9a-fA-F-]{36}$")
 
@@ -49,9 +67,10 @@ def wanted_position(request: Request[Any, Any, Any], query_value: int | None) ->
     header = request.headers.get("x-tally-min-position")
     if header is None:
         return None
-    if not header.isdigit():
+    position = parse_position(header)
+    if position is None:
         raise msgspec.ValidationError("X-Tally-Min-Position must be a non-negative integer")
-    return int(header)
+    return position
 
 
 def parse_ids(raw: str, limit: int = 500) -> list[str]:
@@ -59,10 +78,18 @@ def parse_ids(raw: str, limit: int = 500) -> list[str]:
     ids = [i.strip().lower() for i in raw.split(",") if i.strip()]
     if not ids or len(ids) > limit:
         raise msgspec.ValidationError(f"give 1 to {limit} comment ids")
-    bad = [i for i in ids if not _IDS.match(i)]
+    parsed: list[str] = []
+    bad: list[str] = []
+    for raw in ids:
+        try:
+            parsed.append(str(UUID(raw)) if _IDS.match(raw) else "")
+        except ValueError:  # 36 dashes match the pattern but are no UUID
+            parsed.append("")
+        if not parsed[-1]:
+            bad.append(raw[:40])
     if bad:
         raise msgspec.ValidationError(f"not comment ids: {', '.join(bad[:5])}")
-    return list(dict.fromkeys(str(UUID(i)) for i in ids))
+    return list(dict.fromkeys(parsed))
 
 
 async def _counts(state: State, comment_id: str, wanted: int | None) -> tuple[Score | None, bool]:
@@ -218,7 +245,7 @@ async def list_comments(
     """A page of comments sorted by top, new, best, controversial or hot, with a stable cursor."""
     position = decode = None
     if cursor is not None:
-        decode = decode_cursor(cursor, commentable_id, sort)
+        decode = state.redis_reads.cursors.decode(cursor, commentable_id, sort)
     wanted = wanted_position(request, min_position)
     try:
         position = await _wait_low_water(state, wanted)
@@ -272,7 +299,7 @@ async def get_my_votes(
     request: Request[Any, Any, Any], state: State, comment_ids: str
 ) -> Response[bytes]:
     """The caller's vote (-1, 0 or 1) on each given comment, from the Redis projection."""
-    user_id = state.verifier.user_of(request.headers.get("authorization"))
+    user_id = await state.verifier.user_of(request.headers.get("authorization"))
     wanted_ids = parse_ids(comment_ids)
     try:
         votes = await state.redis_reads.my_votes(user_id, wanted_ids)

@@ -13,7 +13,18 @@ from schemas.events import VoteValue
 CommentableId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
-Content = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+# Text that PostgreSQL's jsonb and Elasticsearch take as it is: no NUL or other control
+# characters (tab, newline and carriage return are fine), no Unicode non-characters.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]*$"
+Content = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=10_000,
+        pattern=TEXT_PATTERN,
+        description="1 to 10,000 characters; no control characters but tab and newlines",
+    ),
+]
 
 
 class PostCommentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

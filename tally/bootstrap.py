@@ -21,19 +21,19 @@ from elasticsearch import AsyncElasticsearch
 from litestar import Litestar
 from prometheus_client import start_http_server
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from command_api.app import CommandApiConfig, CommandServices
 from command_api.app import create_app as create_command_app
 from command_api.executor import CommandExecutor
 from command_api.group_commit import GroupCommitter, Submit, with_deadline
 from command_api.idempotency import delete_expired_keys
-from command_api.rate_limit import VoteRateLimiter
+from command_api.rate_limit import Limit, RateLimiter
 from command_api.work import Outcome, WorkItem
 from event_store.postgres import PostgresEventStore, connection_options
 from event_store.relay import OutboxRelay, RelayConfig
-from kernel.auth import TokenVerifier
-from kernel.settings import Settings, get_settings
+from kernel.auth import AuthConfig, TokenVerifier, auth_config_problems
+from kernel.settings import Settings, SettingsError, get_settings
 from projectors.base import Projection
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_indices import COMMENTS_MAPPING, VOTES_MAPPING
@@ -47,7 +47,9 @@ from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import ProjectorRunner, RunnerConfig
 from query_api.app import QueryApiConfig, QueryServices
 from query_api.app import create_app as create_query_app
+from query_api.cursors import CursorSigner, cursor_key
 from query_api.es_reads import EsReads
+from query_api.live_hub import LiveHub
 from query_api.redis_reads import RedisReads
 
 log = structlog.get_logger(__name__)
@@ -287,6 +289,33 @@ def build_projections(
 # --- the APIs ---------------------------------------------------------------------------------
 
 
+def auth_config(settings: Settings) -> AuthConfig:
+    """How the APIs check tokens."""
+    return AuthConfig(
+        secret=settings.jwt_secret,
+        algorithm=settings.jwt_algorithm,
+        jwks_url=settings.jwt_jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+
+
+def check_auth_settings(settings: Settings) -> None:
+    """Refuse to serve with JWT settings unfit for this environment (one clear line)."""
+    problems = auth_config_problems(auth_config(settings), settings.local)
+    if problems:
+        raise SettingsError(
+            "; ".join(problems) + " (set real JWT settings, or TALLY_ENV=local for a local run)"
+        )
+
+
+def token_verifier(settings: Settings) -> TokenVerifier:
+    """The APIs' token verifier; refuses unfit settings."""
+    check_auth_settings(settings)
+    return TokenVerifier(config=auth_config(settings))
+
+
 async def _clean_idempotency_keys(pool: AsyncConnectionPool[Any], settings: Settings) -> None:
     while True:
         await asyncio.sleep(settings.idempotency_cleanup_interval_seconds)
@@ -350,13 +379,17 @@ async def command_services(settings: Settings) -> AsyncIterator[CommandServices]
     try:
         yield CommandServices(
             submit=with_deadline(submit, deadline),
-            rate_limiter=VoteRateLimiter(
+            rate_limiter=RateLimiter(
                 redis,
-                settings.vote_rate_limit,
-                settings.vote_rate_window_seconds,
+                {
+                    "vote": Limit(settings.vote_rate_limit, settings.vote_rate_window_seconds),
+                    "comment": Limit(
+                        settings.comment_rate_limit, settings.comment_rate_window_seconds
+                    ),
+                },
                 timeout=settings.rate_limit_timeout_ms / 1000,
             ),
-            verifier=TokenVerifier(settings.jwt_secret, settings.jwt_algorithm),
+            verifier=token_verifier(settings),
             readiness={"postgres": postgres_answers, "redis": redis.ping},
         )
     finally:
@@ -379,8 +412,18 @@ def command_app(settings: Settings | None = None) -> Litestar:
 @contextlib.asynccontextmanager
 async def query_services(settings: Settings) -> AsyncIterator[QueryServices]:
     """The query API's readers on Redis and Elasticsearch, every call bounded."""
-    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=1)
+    redis = Redis(
+        connection_pool=BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=64,  # bounded: past it a read waits a second, then fails (503)
+            timeout=1,
+            socket_timeout=2,
+            socket_connect_timeout=1,
+        )
+    )
     es = AsyncElasticsearch(settings.es_url, request_timeout=5)
+    live = LiveHub(redis, settings.live_max_streams, settings.live_max_streams_per_client)
+    live.start()
     try:
         yield QueryServices(
             redis_reads=RedisReads(
@@ -389,11 +432,18 @@ async def query_services(settings: Settings) -> AsyncIterator[QueryServices]:
                 settings.ranking_snapshot_seconds,
                 settings.ranking_cursor_ttl_seconds,
                 settings.kafka_group_prefix,
+                CursorSigner(
+                    cursor_key(settings.cursor_secret, settings.jwt_secret),
+                    settings.ranking_snapshot_max,
+                ),
+                settings.ranking_snapshot_max,
             ),
             es_reads=EsReads(es, settings.es_comments_alias),
-            verifier=TokenVerifier(settings.jwt_secret, settings.jwt_algorithm),
+            verifier=token_verifier(settings),
+            live=live,
         )
     finally:
+        await live.close()
         await redis.aclose()
         await es.close()
 

@@ -62,17 +62,42 @@ def _migrate(settings: Settings) -> int:
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from kernel.auth import mint_token
 
+    if not settings.local:
+        console.print(
+            "[red]tally token mints tokens with the shared secret: local runs only"
+            " (TALLY_ENV=local); elsewhere, tokens come from your identity provider"
+        )
+        return 2
     ttl = args.ttl or settings.token_ttl_seconds
-    print(mint_token(args.user, settings.jwt_secret, ttl, settings.jwt_algorithm))
+    print(
+        mint_token(
+            args.user,
+            settings.jwt_secret,
+            ttl,
+            settings.jwt_algorithm,
+            settings.jwt_issuer,
+            settings.jwt_audience,
+        )
+    )
     return 0
 
 
-def _metrics_dir(settings: Settings, service: str) -> None:
-    """Give a multi-worker service one shared Prometheus directory, emptied at start."""
+def _metrics_dir(settings: Settings, service: str, port: int) -> None:
+    """Give a multi-worker service one shared Prometheus directory, emptied at start, served on
+    ``port`` by this (the parent) process: every worker's samples, off the public API port."""
     path = settings.data_path / "metrics" / service
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)  # before prometheus_client is imported
+    if port:
+        from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        try:
+            start_http_server(port, addr=settings.metrics_host, registry=registry)
+        except OSError as exc:
+            console.print(f"[yellow]metrics port {port} unavailable: {exc}")
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -80,16 +105,21 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from kernel.logging import configure_logging
 
-    configure_logging(args.service, settings.log_format, settings.log_level)
     if args.service == "command-api":
         workers = args.workers or settings.command_api_workers
         host, port = settings.command_api_host, args.port or settings.command_api_port
+        metrics_port = settings.command_api_metrics_port
         target = "tally.serving:command_api"
     else:
         workers = args.workers or settings.query_api_workers
         host, port = settings.query_api_host, args.port or settings.query_api_port
+        metrics_port = settings.query_api_metrics_port
         target = "tally.serving:query_api"
-    _metrics_dir(settings, args.service)
+    _metrics_dir(settings, args.service, metrics_port)
+    from tally.bootstrap import check_auth_settings
+
+    check_auth_settings(settings)  # before any worker starts: one clear line, exit 2
+    configure_logging(args.service, settings.log_format, settings.log_level)
     uvicorn.run(
         target,
         factory=True,
@@ -98,6 +128,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=workers,
         log_level="warning",
         access_log=False,
+        timeout_graceful_shutdown=5,  # open live streams must not hold a shutdown forever
         loop="uvloop",
         http="httptools",
     )

@@ -1,4 +1,8 @@
-"""End-to-end fixtures: real service processes started with the ``tally`` CLI."""
+"""End-to-end fixtures: real service processes started with the ``tally`` CLI.
+
+The users of these tests post many comments in a few seconds: the comment rate limit is raised
+for them (the limits themselves are tested in ``tests/security``).
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,20 @@ from kernel.settings import Settings, as_environment
 from tally.processes import serve, spawn
 from tally.processes import stop as stop_service
 
+E2E_ENV = {"TALLY_LOG_FORMAT": "json"}
+BUSY_USERS = {"TALLY_COMMENT_RATE_LIMIT": "100000"}
+
 
 def start_service(
     settings: Settings, service: str, port: int, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Run ``tally serve SERVICE`` on ``port`` and wait until /health answers."""
-    return serve(service, port, {"TALLY_LOG_FORMAT": "json", **(env or {})})
+    return serve(service, port, {**E2E_ENV, **(env or {}), **BUSY_USERS})
 
 
 def start_process(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Run ``tally ARGV...`` in the background with ``env`` added."""
-    return spawn(argv, {"TALLY_LOG_FORMAT": "json", **env})
+    return spawn(argv, {**E2E_ENV, **env, **BUSY_USERS})
 
 
 def start_system(

@@ -61,6 +61,7 @@ def fault_settings(settings: Settings, **overrides: Any) -> Settings:
         "es_votes_alias": f"test-fv-{tag}",
         # Voters here are not abusive: the limiter must not be what the test measures.
         "vote_rate_limit": 100_000,
+        "comment_rate_limit": 100_000,
     }
     return isolated(settings, **(own | overrides))
 

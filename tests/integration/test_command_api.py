@@ -15,6 +15,7 @@ import pytest
 import structlog
 from httpx import Response
 from litestar.testing import AsyncTestClient
+from prometheus_client import REGISTRY, generate_latest
 from psycopg_pool import AsyncConnectionPool
 from structlog.testing import LogCapture
 
@@ -314,7 +315,7 @@ async def test_bad_input_gets_a_problem_and_writes_nothing(
     [
         {},
         {"Authorization": "Bearer not.a.token"},
-        _token({"sub": "alice", "exp": int(time.time()) - 5}, "tally-local-dev-secret-change-me"),
+        _token({"sub": "alice", "exp": int(time.time()) - 120}, "tally-local-dev-secret-change-me"),
         _token(
             {"sub": "alice", "exp": int(time.time()) + 3600}, "some-other-secret-entirely!!!!!!"
         ),
@@ -374,9 +375,11 @@ async def test_health_ready_metrics_and_openapi_answer(api: ApiFactory, settings
         await post_comment(client, auth(settings, "alice"))
         assert (await client.get("/health")).json() == {"status": "ok"}
         ready = (await client.get("/ready")).json()
-        metrics = (await client.get("/metrics")).text
+        public_metrics = await client.get("/metrics")
         schema = (await client.get("/schema/openapi.json")).json()
     assert ready["checks"] == {"postgres": "ok", "redis": "ok"}
+    assert public_metrics.status_code == 404  # served on a metrics port of its own
+    metrics = generate_latest(REGISTRY).decode()
     assert "tally_group_commit_batch_size_bucket" in metrics
     posted = 'method="POST",route="/api/comments",service="command_api",status="201"'
     count = re.search(rf"tally_http_request_duration_seconds_count{{{posted}}} (\S+)", metrics)

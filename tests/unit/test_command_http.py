@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
 from command_api.app import CommandServices, create_app
 from command_api.memory import InMemoryCommands
-from command_api.rate_limit import RateLimited
+from command_api.rate_limit import Quota, RateLimited
 from kernel.auth import TokenVerifier, mint_token
 from schemas.events import CommentPosted, VoteCast
 
@@ -24,16 +25,21 @@ SECRET = "a-unit-test-secret-that-is-long-enough"
 
 
 class CountingLimiter:
-    """Lets ``limit`` votes through per user, then refuses."""
+    """Lets ``limit`` requests through per user and action, then refuses."""
 
     def __init__(self, limit: int = 1000) -> None:
         self.limit = limit
-        self.seen: dict[str, int] = {}
+        self.seen: dict[tuple[str, str], int] = {}
 
-    async def check(self, user_id: str) -> None:
-        self.seen[user_id] = self.seen.get(user_id, 0) + 1
-        if self.seen[user_id] > self.limit:
-            raise RateLimited(7)
+    async def check(self, user_id: str, action: str) -> Quota:
+        used = self.seen[(user_id, action)] = self.seen.get((user_id, action), 0) + 1
+        quota = Quota(self.limit, max(0, self.limit - used), 60)
+        if used > self.limit:
+            raise RateLimited(action, msgspec.structs.replace(quota, retry_after=7))
+        return quota
+
+    async def refund(self, user_id: str, action: str) -> None:
+        self.seen[(user_id, action)] -= 1
 
 
 @pytest.fixture
@@ -85,6 +91,7 @@ async def test_an_idempotency_key_replays_and_refuses_another_body(
             "/api/comments", json=body | {"content": "twice"}, headers=headers
         )
     assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert first.headers["ratelimit-remaining"] == again.headers["ratelimit-remaining"]
     assert other.status_code == 422
     assert other.headers["content-type"].startswith("application/problem+json")
     assert commands.store.last_position("comment-" + first.json()["id"]) == 1
@@ -107,4 +114,5 @@ async def test_refusals_are_problems_and_write_nothing(commands: InMemoryCommand
         "urn:tally:problem:comment-not-found",
     )
     assert (limited.status_code, limited.headers["retry-after"]) == (429, "7")
+    assert limited.headers["ratelimit-remaining"] == "0"
     assert [e async for batch in commands.store.read_all() for e in batch] == []

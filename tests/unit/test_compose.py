@@ -107,7 +107,13 @@ def test_prometheus_scrapes_every_tally_process_on_its_metrics_port() -> None:
         for name in sd["names"]
     }
     defaults = Settings()
-    assert ("command-api", 8000) in targets and ("query-api", 8001) in targets
+    assert ("command-api", defaults.command_api_metrics_port) in targets
+    assert ("query-api", defaults.query_api_metrics_port) in targets
+    # Never the public API ports.
+    assert not {port for _, port in targets} & {
+        defaults.command_api_port,
+        defaults.query_api_port,
+    }
     for relay in ("relay", "relay-standby"):
         assert (relay, defaults.relay_metrics_port) in targets
     for projector in ("projector-redis", "projector-elasticsearch"):

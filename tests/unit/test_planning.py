@@ -6,8 +6,8 @@ from uuid import UUID, uuid4
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from command_api.deciders.comment import CommentState, EditComment, PostComment
-from command_api.deciders.errors import CommentNotFound, NotTheAuthor
+from command_api.deciders.comment import CommentState, DeleteComment, EditComment, PostComment
+from command_api.deciders.errors import CommentIsDeleted, CommentNotFound, NotTheAuthor
 from command_api.deciders.vote import CastVote
 from command_api.planning import BatchPlan, Command, CommandPlan, plan_batch
 from schemas.api import VoteRecorded
@@ -32,6 +32,23 @@ def test_two_votes_of_one_user_in_one_batch_chain_their_versions() -> None:
     assert [e.stream_version for e in first.events + second.events] == [1, 2]
     assert second.reply == VoteRecorded(comment_id=CID, value=-1, previous=1, position=0)
     assert plan.votes[(CID, "bob")].version == 2
+
+
+def test_no_vote_is_accepted_after_a_delete_earlier_in_the_same_batch() -> None:
+    plan = plan_batch(
+        [
+            CastVote(comment_id=CID, user_id="bob", value=1),
+            DeleteComment(comment_id=CID, user_id="alice"),
+            CastVote(comment_id=CID, user_id="bob", value=-1),
+        ],
+        {CID: LIVE},
+        {},
+        NOW,
+    )
+    voted, deleted, refused = plan.outcomes
+    assert isinstance(voted, CommandPlan) and isinstance(deleted, CommandPlan)
+    assert isinstance(refused, CommentIsDeleted)
+    assert plan.votes[(CID, "bob")].value == 1
 
 
 def test_a_failing_command_does_not_fail_its_batch() -> None:
