@@ -44,11 +44,20 @@ def problem(
 def framework_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Validation errors, HTTP errors and anything unexpected (logged, never leaked)."""
     path = request.url.path
+    if isinstance(exc, UnicodeDecodeError | RecursionError):  # a body no JSON parser can take
+        detail = (
+            "the body is not valid UTF-8"
+            if isinstance(exc, UnicodeDecodeError)
+            else ("the body nests too deeply")
+        )
+        return problem(400, "malformed-body", "Bad Request", detail, path)
     if isinstance(exc, ValidationException):
         errors = exc.extra if isinstance(exc.extra, list) else []
         from_body = any(isinstance(e, dict) and e.get("source") == "body" for e in errors)
         status = 422 if from_body else 400
         detail = "; ".join(f"{e.get('key')}: {e.get('message')}" for e in errors) or exc.detail
+        if any(e.get("key") == "data" and e.get("message") == "'data'" for e in errors):
+            detail = "a JSON body is required"
         return problem(status, "validation-failed", "Invalid request", detail, path, errors=errors)
     if isinstance(exc, HTTPException):
         code = "malformed-body" if exc.status_code == 400 else f"http-{exc.status_code}"

@@ -24,7 +24,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from projectors.redis_keys import comment_key, ranking_key
 from query_api.consistency import parse_position
-from query_api.live_hub import END, LiveHub
+from query_api.live_hub import END, LiveHub, Reservation
 
 HEARTBEAT_S = 15.0
 RESUME_LIMIT = 2000
@@ -54,11 +54,11 @@ async def _missed(state: State, commentable_id: str, after: int) -> list[dict[st
 
 
 async def _stream(
-    state: State, commentable_id: str, last_id: int | None, client: str
+    state: State, commentable_id: str, last_id: int | None, reservation: Reservation
 ) -> AsyncIterator[ServerSentEventMessage]:
     hub: LiveHub = state.live
-    with hub.subscribe(commentable_id, client) as queue:
-        yield ServerSentEventMessage(comment="subscribed")
+    with hub.subscribe(commentable_id, reservation) as queue:
+        yield ServerSentEventMessage(comment="subscribed", data=None)
         if last_id is not None:
             for change in await _missed(state, commentable_id, last_id):
                 yield ServerSentEventMessage(
@@ -70,7 +70,7 @@ async def _stream(
             try:
                 data = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
             except TimeoutError:
-                yield ServerSentEventMessage(comment="heartbeat")
+                yield ServerSentEventMessage(comment="heartbeat", data=None)
                 continue
             if data == END:
                 return
@@ -90,5 +90,5 @@ async def stream_scores(
     raw = request.headers.get("last-event-id")
     last_id = parse_position(raw) if raw else None
     client = request.client.host if request.client else "unknown"
-    state.live.admit(client)
-    return ServerSentEvent(_stream(state, commentable_id, last_id, client))
+    reservation = state.live.admit(client)
+    return ServerSentEvent(_stream(state, commentable_id, last_id, reservation))

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections import Counter as Tally
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import structlog
 from prometheus_client import Counter, Gauge
@@ -29,6 +30,16 @@ REFUSED = Counter("tally_live_streams_refused_total", "Live streams refused by a
 DROPPED = Counter("tally_live_streams_dropped_total", "Live streams dropped for being slow")
 
 END = b""  # put in a stream's queue: the stream ends
+UNCLAIMED_SECONDS = 10.0
+
+
+@dataclass
+class Reservation:
+    """A stream slot held for a client until its stream ends."""
+
+    client: str
+    timer: asyncio.TimerHandle | None = None
+    released: bool = False
 
 
 class StreamsFull(Exception):
@@ -53,33 +64,56 @@ class LiveHub:
         self._per_client: Tally[str] = Tally()
         self._open = 0
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.listening = asyncio.Event()  # set once subscribed (tests wait for it)
 
-    def admit(self, client: str) -> None:
-        """Raise if one more stream, for ``client``, would pass a cap."""
+    def admit(self, client: str) -> Reservation:
+        """Hold a slot for one more stream of ``client``; raise if that would pass a cap.
+
+        The slot is counted at once (a burst of requests cannot all slip under the cap), and
+        given back if no stream claims it within ``UNCLAIMED_SECONDS`` (the client went away
+        before its stream started).
+        """
         if self._open >= self._max_streams:
             REFUSED.labels("process").inc()
             raise StreamsFull(f"this server holds {self._max_streams} live streams already")
         if self._per_client[client] >= self._max_per_client:
             REFUSED.labels("client").inc()
             raise TooManyStreams(f"at most {self._max_per_client} live streams per client")
-
-    @contextlib.contextmanager
-    def subscribe(self, commentable_id: str, client: str) -> Iterator[asyncio.Queue[bytes]]:
-        """A queue of the commentable's messages for as long as the block lasts."""
-        queue: asyncio.Queue[bytes] = asyncio.Queue(self._buffer)
-        self._streams.setdefault(commentable_id, set()).add(queue)
         self._per_client[client] += 1
         self._open += 1
+        reservation = Reservation(client)
+        reservation.timer = asyncio.get_running_loop().call_later(
+            UNCLAIMED_SECONDS, self._release, reservation
+        )
+        return reservation
+
+    def _release(self, reservation: Reservation) -> None:
+        if reservation.released:
+            return
+        reservation.released = True
+        if reservation.timer is not None:
+            reservation.timer.cancel()
+        self._open -= 1
+        self._per_client[reservation.client] -= 1
+        if not self._per_client[reservation.client]:
+            del self._per_client[reservation.client]
+
+    @contextlib.contextmanager
+    def subscribe(
+        self, commentable_id: str, reservation: Reservation
+    ) -> Iterator[asyncio.Queue[bytes]]:
+        """A queue of the commentable's messages for as long as the block lasts."""
+        if reservation.timer is not None:
+            reservation.timer.cancel()  # claimed
+        queue: asyncio.Queue[bytes] = asyncio.Queue(self._buffer)
+        self._streams.setdefault(commentable_id, set()).add(queue)
         STREAMS.inc()
         try:
             yield queue
         finally:
-            self._open -= 1
             STREAMS.dec()
-            self._per_client[client] -= 1
-            if not self._per_client[client]:
-                del self._per_client[client]
+            self._release(reservation)
             streams = self._streams.get(commentable_id, set())
             streams.discard(queue)
             if not streams:
@@ -89,19 +123,21 @@ class LiveHub:
         self._task = asyncio.create_task(self._listen(), name="live-hub")
 
     async def close(self) -> None:
-        """End every stream, then stop listening."""
+        """End every stream, then stop listening (bounded: a connect in progress may not
+        notice the cancellation at once)."""
+        self._closing = True
         for streams in self._streams.values():
             for queue in streams:
                 _end(queue)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 2)
 
     async def _listen(self) -> None:
         prefix = live_channel("")
         delay = 0.5
-        while True:
+        while not self._closing:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.psubscribe(live_channel("*"))
@@ -114,6 +150,8 @@ class LiveHub:
                         self._route(channel.removeprefix(prefix), message["data"])
             except (RedisError, OSError) as exc:  # Redis went away: streams wait, we retry
                 self.listening.clear()
+                if self._closing:  # a cancelled connect can surface as a connection error
+                    return
                 log.warning("live_hub_reconnecting", error=repr(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
