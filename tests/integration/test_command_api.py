@@ -207,7 +207,9 @@ async def test_votes_over_the_rate_limit_get_429_with_retry_after(
     api: ApiFactory, settings: Settings
 ) -> None:
     bob = auth(settings, "bob")
-    async with api(vote_rate_limit=3, vote_rate_window_seconds=30) as client:
+    async with api(
+        vote_rate_limit=3, vote_rate_window_seconds=30, rate_limit_timeout_ms=5000
+    ) as client:
         comment = await post_comment(client, auth(settings, "alice"))
         url = f"/api/comments/{comment}/vote"
         statuses = [
