@@ -48,7 +48,6 @@ class BatchPlan(msgspec.Struct, kw_only=True):
     outcomes: list[CommandPlan | DomainError]
     comments: dict[UUID, CommentState]
     votes: dict[VoteKey, VoteState]
-    new_comments: dict[UUID, PostComment]
 
 
 def plan_batch(
@@ -67,7 +66,6 @@ def plan_batch(
     comment_state = dict(comments)
     vote_state: dict[VoteKey, VoteState] = {}
     changed_comments: dict[UUID, CommentState] = {}
-    new_comments: dict[UUID, PostComment] = {}
     outcomes: list[CommandPlan | DomainError] = []
     for index, command in enumerate(commands):
         origin = origins[index] if origins else NO_ORIGIN
@@ -78,8 +76,6 @@ def plan_batch(
                     if plan.events:
                         comment_state[command.comment_id] = state
                         changed_comments[command.comment_id] = state
-                        if isinstance(command, PostComment):
-                            new_comments[command.comment_id] = command
                 case CastVote() | RetractVote():
                     key = (command.comment_id, command.user_id)
                     target = comment_state.get(command.comment_id)
@@ -99,9 +95,7 @@ def plan_batch(
         for key, state in vote_state.items()
         if votes.get(key, (0, 0))[1] != state.version
     }
-    return BatchPlan(
-        outcomes=outcomes, comments=changed_comments, votes=changed_votes, new_comments=new_comments
-    )
+    return BatchPlan(outcomes=outcomes, comments=changed_comments, votes=changed_votes)
 
 
 def _loaded_vote(row: tuple[int, int] | None, target: CommentState | None) -> VoteState:
@@ -117,10 +111,10 @@ def _plan_comment(
     origin: Origin,
 ) -> tuple[CommandPlan, CommentState]:
     state = states.get(command.comment_id, comment.initial_state)
-    if isinstance(command, PostComment):
-        parent = states.get(command.parent_id) if command.parent_id else None
-        comment.check_parent(command, parent)
-    events: list[CommentEvent] = comment.decide(command, state)
+    parent = None
+    if isinstance(command, PostComment) and command.parent_id:
+        parent = states.get(command.parent_id)
+    events: list[CommentEvent] = comment.decide(command, state, parent)
     new_state = state
     for event in events:
         new_state = comment.evolve(new_state, event)

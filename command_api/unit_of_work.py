@@ -42,7 +42,8 @@ from schemas.api import CommentCreated
 from schemas.codec import encode
 
 _COMMENTS = (
-    "SELECT comment_id, commentable_id, author_id, content, deleted, version, position"
+    "SELECT comment_id, commentable_id, author_id, content, deleted, version, position,"
+    " parent_id, depth"
     " FROM comments WHERE comment_id IN (SELECT jsonb_array_elements_text(%s::jsonb)::uuid)"
     " ORDER BY comment_id FOR "
 )
@@ -213,6 +214,8 @@ class _Loaded:
                     content=r[3],
                     deleted=r[4],
                     version=r[5],
+                    parent_id=r[7],
+                    depth=r[8],
                 )
                 loaded.positions[stream_of_comment(r[0])] = r[6]
         for r in sent.get("votes", []):
@@ -323,9 +326,8 @@ class _Writer:
                 "id": comment_id,
                 "commentable": state.commentable_id,
                 "author": state.author_id,
-                "parent": post.parent_id
-                if (post := self.plan.new_comments.get(comment_id))
-                else None,
+                "parent": state.parent_id,
+                "depth": state.depth,
                 "content": state.content,
                 "deleted": state.deleted,
                 "version": state.version,
@@ -334,12 +336,12 @@ class _Writer:
             for comment_id, state in self.plan.comments.items()
         ]
         return SideWrite(
-            "INSERT INTO comments (comment_id, commentable_id, author_id, parent_id, content,"
-            " deleted, version, position, created_at, updated_at)"
-            " SELECT t.id, t.commentable, t.author, t.parent, t.content, t.deleted, t.version,"
-            " head.base + t.ord, %(c_now)s, %(c_now)s FROM head,"
+            "INSERT INTO comments (comment_id, commentable_id, author_id, parent_id, depth,"
+            " content, deleted, version, position, created_at, updated_at)"
+            " SELECT t.id, t.commentable, t.author, t.parent, t.depth, t.content, t.deleted,"
+            " t.version, head.base + t.ord, %(c_now)s, %(c_now)s FROM head,"
             " jsonb_to_recordset(%(c_rows)s::jsonb) AS t(id uuid, commentable text, author text,"
-            " parent uuid, content text, deleted bool, version int, ord int)"
+            " parent uuid, depth int, content text, deleted bool, version int, ord int)"
             " ON CONFLICT (comment_id) DO UPDATE SET content = excluded.content,"
             " deleted = excluded.deleted, version = excluded.version,"
             " position = excluded.position, updated_at = excluded.updated_at",

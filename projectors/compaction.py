@@ -26,6 +26,8 @@ class CommentChange:
     up: int = 0  # deltas
     down: int = 0
     votes: dict[str, int] = field(default_factory=dict)  # user -> vote after the batch
+    parent: str = ""  # the comment it replies to ("" at the top level)
+    depth: int = 0
 
 
 def compact(envelopes: Sequence[Envelope]) -> dict[str, CommentChange]:
@@ -39,6 +41,7 @@ def compact(envelopes: Sequence[Envelope]) -> dict[str, CommentChange]:
             change = changes[comment_id] = CommentChange(
                 event.commentable_id, envelope.position, envelope.position
             )
+            change.parent = str(event.parent_id) if event.parent_id else ""
         change.last = envelope.position
         if isinstance(event, VoteCast | VoteChanged | VoteRetracted):
             change.up += (event.value == 1) - (event.previous == 1)
@@ -46,6 +49,7 @@ def compact(envelopes: Sequence[Envelope]) -> dict[str, CommentChange]:
             change.votes[event.user_id] = event.value
         elif isinstance(event, CommentPosted):
             change.created_ms = int(envelope.occurred_at.timestamp() * 1000)
+            change.depth = event.depth
         elif isinstance(event, CommentDeleted):
             change.deleted = True
     return changes

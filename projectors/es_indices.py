@@ -24,6 +24,7 @@ COMMENTS_MAPPING: dict[str, Any] = {
         "created_at": {"type": "date"},
         "edited_at": {"type": "date"},
         "deleted": {"type": "boolean"},
+        "depth": {"type": "integer"},
         "up": {"type": "integer"},
         "down": {"type": "integer"},
         "score": {"type": "integer"},
@@ -51,8 +52,12 @@ VOTES_MAPPING: dict[str, Any] = {
 async def ensure_index(
     es: AsyncElasticsearch, alias: str, version: int, mappings: dict[str, Any]
 ) -> str:
-    """Create ``<alias>-v<version>`` behind ``alias`` unless the alias exists; return its name."""
+    """Create ``<alias>-v<version>`` behind ``alias`` unless the alias exists; return its name.
+
+    An existing index gets the mapping's new fields (adding fields is always allowed).
+    """
     if await es.indices.exists_alias(name=alias):
+        await es.indices.put_mapping(index=alias, properties=mappings["properties"])
         return alias
     index = f"{alias}-v{version}"
     try:

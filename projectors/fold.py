@@ -2,7 +2,8 @@
 
 ``evolve`` applies one event to a comment's view and is shared by the Elasticsearch comment
 projection, ``tally verify`` and the property tests. Events at or below a view's position are
-ignored, which is what makes duplicates and replays harmless.
+ignored, which is what makes duplicates and replays harmless. A deleted comment keeps its
+counts but loses its text and author.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class CommentView(msgspec.Struct, kw_only=True):
     created_at: datetime | None = None
     edited_at: datetime | None = None
     deleted: bool = False
+    depth: int = 0
     up: int = 0
     down: int = 0
     score: int = 0
@@ -52,13 +54,16 @@ def evolve(view: CommentView | None, envelope: Envelope) -> CommentView | None:
         case CommentPosted():
             view.author_id = event.author_id
             view.parent_id = event.parent_id
+            view.depth = event.depth
             view.content = event.content
             view.created_at = envelope.occurred_at
         case CommentEdited():
             view.content = event.content
             view.edited_at = envelope.occurred_at
         case CommentDeleted():
-            view.deleted = True
+            view.deleted = True  # and gone: no text, no author in any read model
+            view.content = ""
+            view.author_id = ""
         case VoteCast() | VoteChanged() | VoteRetracted():
             view.up += (event.value == 1) - (event.previous == 1)
             view.down += (event.value == -1) - (event.previous == -1)

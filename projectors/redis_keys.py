@@ -4,10 +4,13 @@ Per generation ``g`` (a rebuild fills a new one and switches; see ``projectors.g
 every key of one commentable shares the hash tag ``{<commentable>}``, so a Lua call over them
 works on Redis Cluster too:
 
-- ``tally:g<g>:{<commentable>}:c:<comment>``: hash ``up down score pos created deleted``
+- ``tally:g<g>:{<commentable>}:c:<comment>``: hash ``up down score pos created deleted parent
+  depth replies`` (``replies``: how many replies were posted to it)
 - ``tally:g<g>:{<commentable>}:v:<comment>``: hash user -> vote (-1 or 1)
-- ``tally:g<g>:{<commentable>}:rank:<sort>``: sorted sets for top, new, best, controversial, hot
-- ``tally:g<g>:{<commentable>}:snap:<sort>:<bucket>``: ranking snapshots that readers page
+- ``tally:g<g>:{<commentable>}:rank:<sort>``: the top-level comments, one sorted set per sort
+  (top, new, best, controversial, hot); ``...:r:<parent>:rank:<sort>``: a comment's replies
+- ``tally:g<g>:{<commentable>}:count``: how many comments (replies included) were posted
+- ``tally:g<g>:{<commentable>}:snap:<list>:<sort>:<bucket>``: ranking snapshots readers page
 - ``tally:g<g>:where:<comment>``: the comment's commentable (so a reader can find the keys)
 - ``tally:g<g>:intact``: set when the generation was started from nothing (or built by a
   rebuild); its absence means Redis lost the generation's data
@@ -38,14 +41,54 @@ def votes_key(generation: str, commentable_id: str, comment_id: object) -> str:
     return f"{prefix(generation, commentable_id)}v:{comment_id}"
 
 
-def ranking_key(generation: str, commentable_id: str, sort: str) -> str:
-    """A commentable's ranking by ``sort``."""
-    return f"{prefix(generation, commentable_id)}rank:{sort}"
+def list_prefix(generation: str, commentable_id: str, parent_id: object | None = None) -> str:
+    """The key prefix of one list: the top-level comments, or the replies to ``parent_id``."""
+    base = prefix(generation, commentable_id)
+    return base if parent_id is None else f"{base}r:{parent_id}:"
 
 
-def ranking_keys(generation: str, commentable_id: str) -> list[str]:
-    """A commentable's rankings, one per sort, in ``SORTS`` order."""
-    return [ranking_key(generation, commentable_id, sort) for sort in SORTS]
+def ranking_key(
+    generation: str, commentable_id: str, sort: str, parent_id: object | None = None
+) -> str:
+    """A list's ranking by ``sort``."""
+    return f"{list_prefix(generation, commentable_id, parent_id)}rank:{sort}"
+
+
+def ranking_keys(
+    generation: str, commentable_id: str, parent_id: object | None = None
+) -> list[str]:
+    """A list's rankings, one per sort, in ``SORTS`` order."""
+    return [ranking_key(generation, commentable_id, sort, parent_id) for sort in SORTS]
+
+
+def comment_block(
+    generation: str, commentable_id: str, comment_id: object, parent_id: object | None
+) -> list[str]:
+    """The 8 keys the Lua scripts take per comment: its hash, its votes, the five rankings of
+    its list, and its parent's hash (its own at the top level)."""
+    own = comment_key(generation, commentable_id, comment_id)
+    return [
+        own,
+        votes_key(generation, commentable_id, comment_id),
+        *ranking_keys(generation, commentable_id, parent_id),
+        comment_key(generation, commentable_id, parent_id) if parent_id else own,
+    ]
+
+
+def snapshot_name(parent_id: object | None, sort: str, bucket: int) -> str:
+    """The name of a list's ranking snapshot of one time bucket (what a cursor carries)."""
+    listed = "root" if parent_id is None else parent_id
+    return f"snap:{listed}:{sort}:{bucket}"
+
+
+def snapshot_key(generation: str, commentable_id: str, name: str) -> str:
+    """The key of the snapshot called ``name``."""
+    return f"{prefix(generation, commentable_id)}{name}"
+
+
+def count_key(generation: str, commentable_id: str) -> str:
+    """How many comments were posted on a commentable."""
+    return f"{prefix(generation, commentable_id)}count"
 
 
 def where_key(generation: str, comment_id: object) -> str:

@@ -1,10 +1,11 @@
 -- Merge pre-folded changes of ONE commentable into a generation being rebuilt (see
 -- projectors/compaction.py). Keys as in redis_scores.lua; ``rank`` comes from redis_rank.lua.
--- KEYS[1..5]: rankings; then per comment: its hash, its votes.
+-- KEYS[1]: the comment count; then a block of 8 keys per comment (see redis_rank.lua).
 -- ARGV[1]: '1' to rank the comments now, '0' to leave that to redis_rerank.lua.
--- ARGV[2]: msgpack array, per comment: {key index, comment id, first position, last position,
---   created ms (-1: not posted in this change), deleted (0/1), up delta, down delta,
---   {user, vote, user, vote, ...}} (one argument: far cheaper to send than one per value).
+-- ARGV[2]: msgpack array, per comment: {block index, comment id, first position, last
+--   position, created ms (-1: not posted in this change), deleted (0/1), up delta, down delta,
+--   {user, vote, user, vote, ...}, parent id ('' for none), depth} (one argument: far cheaper
+--   to send than one per value).
 -- A change at or below the stored position is skipped. Returns the ids of comments whose stored
 -- position falls inside their change (part-applied by an interrupted run): the caller applies
 -- their events one at a time instead.
@@ -16,11 +17,13 @@ local function flush(command, key, args)
 end
 
 local ranking = ARGV[1] == '1'
+local placed = {}
 
 for _, change in ipairs(cmsgpack.unpack(ARGV[2])) do
-  local index, cid, first, last = change[1], change[2], change[3], change[4]
-  local ck, vk = KEYS[index], KEYS[index + 1]
+  local b, cid, first, last = change[1], change[2], change[3], change[4]
+  local ck, vk, pk = KEYS[b], KEYS[b + 1], KEYS[b + 7]
   local created, deleted, du, dd, votes = change[5], change[6] == 1, change[7], change[8], change[9]
+  local parent, depth = change[10], change[11]
   local state = redis.call('HMGET', ck, 'pos', 'up', 'down', 'created', 'deleted')
   local pos = tonumber(state[1] or '0')
   if pos >= last then
@@ -30,7 +33,13 @@ for _, change in ipairs(cmsgpack.unpack(ARGV[2])) do
   else
     local up = tonumber(state[2] or '0') + du
     local down = tonumber(state[3] or '0') + dd
-    if created < 0 then created = tonumber(state[4] or '0') end
+    if created < 0 then
+      created = tonumber(state[4] or '0')
+    else
+      redis.call('HSET', ck, 'parent', parent, 'depth', depth)
+      redis.call('INCR', KEYS[1])
+      if parent ~= '' then redis.call('HINCRBY', pk, 'replies', 1) end
+    end
     deleted = deleted or state[5] == '1'
     redis.call('HSET', ck, 'up', up, 'down', down, 'score', up - down, 'created', created,
                'deleted', deleted and 1 or 0, 'pos', last)
@@ -47,13 +56,12 @@ for _, change in ipairs(cmsgpack.unpack(ARGV[2])) do
     end
     flush('HSET', vk, set)
     flush('HDEL', vk, del)
-    if not ranking then
-      -- ranked once, at the end of the bulk pass
-    elseif deleted then
-      for r = 1, 5 do redis.call('ZREM', KEYS[r], cid) end
-    else
-      rank(cid, up, down, created)
-    end
+    placed[#placed + 1] = {b, cid}
   end
+end
+-- Ranked after every change is in, so a parent sees its replies' counts; during the bulk pass,
+-- not at all: every comment is ranked once at its end (redis_rerank.lua).
+if ranking then
+  for _, p in ipairs(placed) do place(p[1], p[2]) end
 end
 return out

@@ -1,8 +1,12 @@
--- Shared by the Redis scripts: put a comment in the five rankings (KEYS[1..5]: top, new, best,
--- controversial, hot). Formulas in docs/read-path.md.
+-- Shared by the Redis scripts: put a comment in, or take it out of, the five rankings of its list
+-- (KEYS[r..r+4]: top, new, best, controversial, hot). Formulas in docs/read-path.md.
+-- Every script's keys come in blocks of 8 per comment: its hash, its votes, the five rankings of
+-- its list (the top level, or its parent's replies), and its parent's hash (its own when it has
+-- no parent). KEYS[1] is the commentable's comment count.
 local Z = 1.959963984540054
+local BLOCK = 8
 
-local function rank(cid, up, down, created)
+local function rank(r, cid, up, down, created)
   local n = up + down
   local best = 0
   if n > 0 then
@@ -17,9 +21,25 @@ local function rank(cid, up, down, created)
   local sign = 0
   if s > 0 then sign = 1 elseif s < 0 then sign = -1 end
   local hot = sign * math.log10(math.max(math.abs(s), 1)) + (created / 1000 - 1134028003) / 45000
-  redis.call('ZADD', KEYS[1], s, cid)
-  redis.call('ZADD', KEYS[2], created, cid)
-  redis.call('ZADD', KEYS[3], best, cid)
-  redis.call('ZADD', KEYS[4], controversial, cid)
-  redis.call('ZADD', KEYS[5], hot, cid)
+  redis.call('ZADD', KEYS[r], s, cid)
+  redis.call('ZADD', KEYS[r + 1], created, cid)
+  redis.call('ZADD', KEYS[r + 2], best, cid)
+  redis.call('ZADD', KEYS[r + 3], controversial, cid)
+  redis.call('ZADD', KEYS[r + 4], hot, cid)
+end
+
+local function unrank(r, cid)
+  for k = r, r + 4 do redis.call('ZREM', KEYS[k], cid) end
+end
+
+-- Rank the comment of block b from its stored hash. A deleted comment leaves its list unless
+-- it has replies: they stay readable under it ("[deleted]"), ranked by its last counts.
+local function place(b, cid)
+  local s = redis.call('HMGET', KEYS[b], 'pos', 'up', 'down', 'created', 'deleted', 'replies')
+  if not s[1] then return end
+  if s[5] == '1' and tonumber(s[6] or '0') == 0 then
+    unrank(b + 2, cid)
+  else
+    rank(b + 2, cid, tonumber(s[2] or '0'), tonumber(s[3] or '0'), tonumber(s[4] or '0'))
+  end
 end

@@ -2,9 +2,10 @@
 
 Keys are defined in ``projectors.redis_keys``. One Lua call per batch and commentable applies
 the events, checks and stores each comment's last position in the same call, and publishes
-every score change on the commentable's live channel. A rebuild (``RedisRebuild``) folds each
-batch per comment first and merges the result instead. The reconciler's repairs go through a
-script with the same position guard, so a repair never moves a comment backwards.
+every change (scores; new, edited and deleted comments) on the commentable's live channel. A
+rebuild (``RedisRebuild``) folds each batch per comment first and merges the result instead.
+The reconciler's repairs go through a script with the same position guard, so a repair never
+moves a comment backwards.
 
 A vote, edit or delete of a comment Redis does not have means Redis lost its data (flushed,
 restarted empty, evicted): it is not applied (a vote on nothing would show negative counts),
@@ -62,6 +63,27 @@ async def _run_script(
                 raise reply
         results += replies
     return results
+
+
+class _Blocks:
+    """The keys of one Lua call over one commentable: its comment count, then a block of 8 keys
+    per comment (``redis_keys.comment_block``)."""
+
+    def __init__(self, generation: str, commentable_id: str) -> None:
+        self._generation = generation
+        self._commentable = commentable_id
+        self.keys = [redis_keys.count_key(generation, commentable_id)]
+        self._index: dict[str, int] = {}
+
+    def of(self, comment_id: object, parent_id: object | None) -> int:
+        """The 1-based index of the comment's block, adding the block on first use."""
+        key = str(comment_id)
+        if key not in self._index:
+            self._index[key] = len(self.keys) + 1
+            self.keys += redis_keys.comment_block(
+                self._generation, self._commentable, key, parent_id or None
+            )
+        return self._index[key]
 
 
 async def _record(redis: Redis, generation: str, envelopes: Sequence[Envelope]) -> None:
@@ -172,17 +194,17 @@ class RedisScoresProjection:
     async def _repair(self, generation: str, histories: Iterable[list[Envelope]]) -> None:
         """Write each comment's fold, guarded by position, one call per commentable."""
         by_commentable: dict[str, list[list[object]]] = defaultdict(list)
-        keys_of: dict[str, list[str]] = {}
+        blocks: dict[str, _Blocks] = {}
         for history in histories:
             truth = truth_at(history)
             if truth is None:
                 continue
             view = truth.view
             commentable = view.commentable_id
-            keys = keys_of.setdefault(commentable, redis_keys.ranking_keys(generation, commentable))
+            block = blocks.setdefault(commentable, _Blocks(generation, commentable))
             by_commentable[commentable].append(
                 [
-                    len(keys) + 1,
+                    block.of(view.comment_id, view.parent_id),
                     str(view.comment_id),
                     view.position,
                     int(view.created_at.timestamp() * 1000) if view.created_at else 0,
@@ -190,13 +212,11 @@ class RedisScoresProjection:
                     view.up,
                     view.down,
                     [x for pair in truth.votes.items() for x in pair],
+                    str(view.parent_id) if view.parent_id else "",
+                    view.depth,
                 ]
             )
-            keys += [
-                redis_keys.comment_key(generation, commentable, view.comment_id),
-                redis_keys.votes_key(generation, commentable, view.comment_id),
-            ]
-        calls = [(keys_of[c], [_msgpack.encode(t)]) for c, t in by_commentable.items()]
+        calls = [(blocks[c].keys, [_msgpack.encode(t)]) for c, t in by_commentable.items()]
         try:
             await _run_script(self._redis, self._repair_sha, calls)
         except NoScriptError:
@@ -215,26 +235,24 @@ class RedisScoresProjection:
     def _call(
         generation: str, commentable_id: str, envelopes: list[Envelope], publish: bool
     ) -> tuple[list[str], list[str]]:
-        keys = redis_keys.ranking_keys(generation, commentable_id)
-        index: dict[str, int] = {}
+        blocks = _Blocks(generation, commentable_id)
         args: list[str] = [redis_keys.live_channel(commentable_id) if publish else ""]
         for envelope in envelopes:
             event = envelope.event
-            comment_id = str(event.comment_id)
-            if comment_id not in index:
-                index[comment_id] = len(keys) + 1
-                keys += [
-                    redis_keys.comment_key(generation, commentable_id, comment_id),
-                    redis_keys.votes_key(generation, commentable_id, comment_id),
-                ]
+            block = blocks.of(event.comment_id, event.parent_id)
             kind = _KIND.get(type(event), "V")
             value = getattr(event, "value", 0)
             previous = getattr(event, "previous", 0)
             user = getattr(event, "user_id", "")
             created = int(envelope.occurred_at.timestamp() * 1000)
-            fields = (index[comment_id], kind, envelope.position, value, previous, created)
-            args += [*map(str, fields), user, comment_id]
-        return keys, args
+            # The last value: a new comment's depth, an edit's new text (for live pages).
+            extra = (
+                event.depth if isinstance(event, CommentPosted) else getattr(event, "content", "")
+            )
+            fields = (block, kind, envelope.position, value, previous, created)
+            parent = str(event.parent_id) if event.parent_id else ""
+            args += [*map(str, fields), user, str(event.comment_id), parent, str(extra)]
+        return blocks.keys, args
 
 
 async def mark_intact(redis: Redis, generation: str) -> None:
@@ -277,14 +295,26 @@ class RedisRebuild:
                     by_commentable[commentable.decode()].append(key.decode().rsplit(":", 1)[1])
             calls = []
             for commentable_id, comment_ids in by_commentable.items():
-                keys_ = redis_keys.ranking_keys(self.generation, commentable_id) + [
-                    redis_keys.comment_key(self.generation, commentable_id, c) for c in comment_ids
-                ]
-                calls.append((keys_, comment_ids))
+                parents = await self._parents(commentable_id, comment_ids)
+                blocks = _Blocks(self.generation, commentable_id)
+                args: list[str] = []
+                for comment_id, parent in zip(comment_ids, parents, strict=True):
+                    args += [str(blocks.of(comment_id, parent)), comment_id]
+                calls.append((blocks.keys, args))
             await _run_script(self._redis, self._rerank_sha, calls)
-            ranked += sum(len(c) for _, c in calls)
+            ranked += sum(len(args) // 2 for _, args in calls)
         self.ranking = True
         return ranked
+
+    async def _parents(self, commentable_id: str, comment_ids: list[str]) -> list[str | None]:
+        """The parent of each comment, as stored in its hash (``None`` at the top level)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for comment_id in comment_ids:
+                pipe.hget(
+                    redis_keys.comment_key(self.generation, commentable_id, comment_id), "parent"
+                )
+            found = await pipe.execute()
+        return [p.decode() if p else None for p in found]
 
     async def apply(self, envelopes: Sequence[Envelope]) -> None:
         """Merge the batch's changes; apply part-applied comments event by event."""
@@ -310,12 +340,12 @@ class RedisRebuild:
     def _call(
         self, commentable_id: str, changes: Iterable[tuple[str, CommentChange]]
     ) -> tuple[list[str], list[Any]]:
-        keys = redis_keys.ranking_keys(self.generation, commentable_id)
+        blocks = _Blocks(self.generation, commentable_id)
         packed: list[list[object]] = []
         for comment_id, c in changes:
             packed.append(
                 [
-                    len(keys) + 1,
+                    blocks.of(comment_id, c.parent),
                     comment_id,
                     c.first,
                     c.last,
@@ -324,11 +354,8 @@ class RedisRebuild:
                     c.up,
                     c.down,
                     [x for pair in c.votes.items() for x in pair],
+                    c.parent,
+                    c.depth,
                 ]
             )
-            keys += [
-                redis_keys.comment_key(self.generation, commentable_id, comment_id),
-                redis_keys.votes_key(self.generation, commentable_id, comment_id),
-            ]
-        args = ["1" if self.ranking else "0", _msgpack.encode(packed)]
-        return keys, args
+        return blocks.keys, ["1" if self.ranking else "0", _msgpack.encode(packed)]

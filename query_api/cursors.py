@@ -28,6 +28,7 @@ class Cursor(msgspec.Struct, frozen=True, array_like=True):
     sort: str
     snapshot: str
     offset: int
+    parent_id: str = ""  # the list: "" for the top level, else the comment whose replies
 
 
 class CursorSigner:
@@ -42,7 +43,7 @@ class CursorSigner:
         tag = hmac.new(self._secret, body, hashlib.sha256).digest()[:TAG_BYTES]
         return base64.urlsafe_b64encode(tag + body).decode().rstrip("=")
 
-    def decode(self, text: str, commentable_id: str, sort: str) -> Cursor:
+    def decode(self, text: str, commentable_id: str, sort: str, parent_id: str = "") -> Cursor:
         """The cursor in ``text``, if this API made it for this list; else ``BadCursor``."""
         try:
             if len(text) > 512:
@@ -55,7 +56,11 @@ class CursorSigner:
             cursor = msgspec.json.decode(body, type=Cursor)
         except (ValueError, msgspec.DecodeError):
             raise BadCursor("the cursor is invalid (edited, or not from this API)") from None
-        if cursor.commentable_id != commentable_id or cursor.sort != sort:
+        if (cursor.commentable_id, cursor.sort, cursor.parent_id) != (
+            commentable_id,
+            sort,
+            parent_id,
+        ):
             raise BadCursor("the cursor belongs to another list")
         if not 0 <= cursor.offset <= self._max_offset:
             raise BadCursor("the cursor is invalid (edited, or not from this API)")

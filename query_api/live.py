@@ -1,13 +1,14 @@
-"""``GET /api/commentables/{id}/live``: score changes as Server-Sent Events.
+"""``GET /api/commentables/{id}/live``: score changes and new, edited and deleted comments as
+Server-Sent Events.
 
-Each event is a score change published by the Redis projector (``event: score``, ``id`` the
-event's position), fanned out by the process's ``LiveHub`` (one Redis subscription for all
-streams). A comment line every ``HEARTBEAT_S`` keeps proxies from closing the stream and finds
-clients that went away. With ``Last-Event-ID``, the stream starts with the current counts of
-every comment (of the commentable's 2,000 newest) changed after that position: pub/sub keeps no
-history, so the resume sends the latest state rather than each missed change. Streams are
-capped per process (503) and per client address (429); anonymous, since browsers' EventSource
-cannot send a bearer token.
+Each event is a change published by the Redis projector (``event:`` ``score``,
+``comment_created``, ``comment_edited`` or ``comment_deleted``; ``id`` the event's position),
+fanned out by the process's ``LiveHub`` (one Redis subscription for all streams). A comment
+line every ``HEARTBEAT_S`` keeps proxies from closing the stream and finds clients that went
+away. With ``Last-Event-ID``, the stream starts with the current counts of every comment (of the
+commentable's 2,000 newest) changed after that position: pub/sub keeps no history, so the resume
+sends the latest state rather than each missed change. Streams are capped per process (503) and
+per client address (429); anonymous, since browsers' EventSource cannot send a bearer token.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ from query_api.consistency import parse_position
 from query_api.live_hub import END, LiveHub, Reservation
 
 HEARTBEAT_S = 15.0
+
+
+class _Published(msgspec.Struct):
+    """What every message on a live channel has (``projectors/redis_scores.lua``)."""
+
+    position: int
+    type: str = "score"  # or comment_created, comment_edited, comment_deleted
+
+
 RESUME_LIMIT = 2000
 
 
@@ -74,19 +84,24 @@ async def _stream(
                 continue
             if data == END:
                 return
-            position = msgspec.json.decode(data)["position"]
-            yield ServerSentEventMessage(data=data.decode(), event="score", id=str(position))
+            try:
+                message = msgspec.json.decode(data, type=_Published)
+            except msgspec.DecodeError:  # not from a projector of this version: skip it
+                continue
+            yield ServerSentEventMessage(
+                data=data.decode(), event=message.type, id=str(message.position)
+            )
 
 
 @get(
     "/api/commentables/{commentable_id:str}/live",
     operation_id="stream_scores",
-    summary="Live scores (SSE)",
+    summary="Live scores and comments (SSE)",
 )
 async def stream_scores(
     request: Request[Any, Any, Any], state: State, commentable_id: FromPath[str]
 ) -> ServerSentEvent:
-    """Score changes in a commentable, as they happen."""
+    """Score changes and new, edited and deleted comments of a commentable, as they happen."""
     raw = request.headers.get("last-event-id")
     last_id = parse_position(raw) if raw else None
     client = request.client.host if request.client else "unknown"

@@ -25,9 +25,11 @@ from projectors.generations import READER_CACHE_SECONDS, Generations
 from projectors.progress import ProgressBoard
 from projectors.redis_keys import (
     comment_key,
+    count_key,
     intact_key,
-    prefix,
     ranking_key,
+    snapshot_key,
+    snapshot_name,
     votes_key,
     where_key,
 )
@@ -48,6 +50,8 @@ class Score(msgspec.Struct, frozen=True):
     score: int
     position: int
     deleted: bool = False
+    replies: int = 0
+    depth: int = 0
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -123,7 +127,7 @@ class RedisReads:
         where = await self.commentables(comment_ids)
         generation = await self.generation()
         known = [(c, w) for c, w in zip(comment_ids, where, strict=True) if w is not None]
-        fields = ["up", "down", "score", "pos", "deleted"]
+        fields = ["up", "down", "score", "pos", "deleted", "replies", "depth"]
         if len(known) == 1:  # the hot path: no pipeline machinery for one key
             comment_id, commentable = known[0]
             key = comment_key(generation, commentable, comment_id)
@@ -141,6 +145,8 @@ class RedisReads:
                 int(r[2] or 0),
                 int(r[3] or 0),
                 r[4] == b"1",
+                int(r[5] or 0),
+                int(r[6] or 0),
             )
             for (comment_id, _), r in zip(known, rows, strict=True)
             if r[3] is not None
@@ -164,15 +170,31 @@ class RedisReads:
         """``projection``'s low-water mark: every event at or below it is applied."""
         return await self.progress.low_water(projection)
 
-    async def page(self, commentable_id: str, sort: str, limit: int, cursor: Cursor | None) -> Page:
-        """One page of comment ids, best first, from a ranking snapshot."""
-        base = prefix(await self.generation(), commentable_id)
+    async def comment_count(self, commentable_id: str) -> int:
+        """How many comments (replies included) were posted on a commentable."""
+        generation = await self.generation()
+        return int(await self.redis.get(count_key(generation, commentable_id)) or 0)
+
+    async def page(
+        self,
+        commentable_id: str,
+        sort: str,
+        limit: int,
+        cursor: Cursor | None,
+        parent_id: str | None = None,
+    ) -> Page:
+        """One page of comment ids, best first, from a ranking snapshot of a list: the top-level
+        comments, or the replies to ``parent_id``."""
+        generation = await self.generation()
         if cursor is None:
             bucket = int(time.time() // max(1, self._snapshot_s))
-            snapshot, offset = f"snap:{sort}:{bucket}", 0
+            snapshot, offset = snapshot_name(parent_id, sort, bucket), 0
         else:
             snapshot, offset = cursor.snapshot, cursor.offset
-        keys = [f"{base}{snapshot}", ranking_key(await self.generation(), commentable_id, sort)]
+        keys = [
+            snapshot_key(generation, commentable_id, snapshot),
+            ranking_key(generation, commentable_id, sort, parent_id),
+        ]
         # A cursor's snapshot must exist already; only a first page may create one.
         create = "1" if cursor is None else "0"
         found = await cast(
@@ -196,7 +218,7 @@ class RedisReads:
         next_cursor = None
         if more:
             next_cursor = self.cursors.encode(
-                Cursor(commentable_id, sort, snapshot, offset + limit)
+                Cursor(commentable_id, sort, snapshot, offset + limit, parent_id or "")
             )
         return Page(ids[:limit], next_cursor)
 

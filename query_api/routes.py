@@ -22,7 +22,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from query_api.consistency import parse_position, wait_for_position
+from query_api.consistency import NotYet, parse_position, wait_for_position
 from query_api.redis_reads import RedisLost, Score
 from query_api.views import (
     CommentPage,
@@ -92,6 +92,22 @@ def parse_ids(raw: str, limit: int = 500) -> list[str]:
     return list(dict.fromkeys(parsed))
 
 
+async def _viewer(request: Request[Any, Any, Any], state: State) -> str | None:
+    """The user of a bearer token, if one is sent (a bad one is a 401, not anonymity)."""
+    header = request.headers.get("authorization")
+    return None if header is None else await state.verifier.user_of(header)
+
+
+async def _my_votes(state: State, viewer: str | None, ids: list[str]) -> dict[str, int]:
+    """The viewer's vote on each comment; ``{}`` without a viewer or when Redis is down."""
+    if viewer is None or not ids:
+        return {}
+    votes: dict[str, int] = {}
+    with contextlib.suppress(*STORE_DOWN):
+        votes = await state.redis_reads.my_votes(viewer, ids)
+    return votes
+
+
 async def _counts(state: State, comment_id: str, wanted: int | None) -> tuple[Score | None, bool]:
     """Live counts from Redis (waiting for ``wanted``), or ``(None, True)`` if Redis is down."""
     reads = state.redis_reads
@@ -147,19 +163,23 @@ async def get_comment(
     comment_id: FromPath[UUID],
     min_position: MinPosition,
 ) -> Response[bytes]:
-    """A comment with its live up, down and score."""
+    """A comment with its live counts, reply count and (with a bearer token) the viewer's vote.
+
+    A deleted comment answers with ``deleted: true`` and no content or author."""
     cid = str(comment_id)
+    viewer = await _viewer(request, state)
     wanted = wanted_position(request, min_position)
     counts, _ = await _counts(state, cid, wanted)
     doc = await _document(state, cid, wanted)
     if doc is None and counts is None:
         raise UnknownComment(f"comment {cid} not found")
+    mine = (await _my_votes(state, viewer, [cid])).get(cid) if viewer else None
     headers = {
         "X-Tally-Position": str(counts.position if counts else doc.get("position", 0) if doc else 0)
     }
     if counts is None:  # the counts are the comment index's, a little behind Redis's
         headers["X-Tally-Stale"] = "true"
-    return _json(comment_out(cid, doc, counts), headers)
+    return _json(comment_out(cid, doc, counts, mine), headers)
 
 
 @get("/api/comments/{comment_id:uuid}/score", operation_id="get_score", summary="One score")
@@ -231,7 +251,7 @@ async def _wait_low_water(state: State, wanted: int | None) -> int:
 @get(
     "/api/commentables/{commentable_id:str}/comments",
     operation_id="list_comments",
-    summary="A commentable's comments, ranked",
+    summary="A commentable's top-level comments, ranked",
 )
 async def list_comments(
     request: Request[Any, Any, Any],
@@ -242,28 +262,82 @@ async def list_comments(
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> Response[bytes]:
-    """A page of comments sorted by top, new, best, controversial or hot, with a stable cursor."""
-    position = decode = None
+    """A page of top-level comments sorted by top, new, best, controversial or hot, with a
+    stable cursor; ``comment_count`` counts the whole commentable, replies included."""
+    return await _ranked_page(
+        request, state, commentable_id, None, sort, limit, cursor, min_position
+    )
+
+
+@get(
+    "/api/comments/{comment_id:uuid}/replies",
+    operation_id="list_replies",
+    summary="A comment's replies, ranked",
+)
+async def list_replies(
+    request: Request[Any, Any, Any],
+    state: State,
+    comment_id: FromPath[UUID],
+    min_position: MinPosition,
+    sort: Sort = "top",
+    limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> Response[bytes]:
+    """A page of the direct replies to a comment, with the same sorts and cursors as lists.
+
+    The replies of a deleted comment stay readable."""
+    cid = str(comment_id)
+    wanted = wanted_position(request, min_position)
+    try:
+        await _wait_low_water(state, wanted)
+        (commentable_id,) = await state.redis_reads.commentables([cid])
+    except STORE_DOWN as exc:
+        raise Unavailable("rankings live in Redis, which does not answer") from exc
+    if commentable_id is None:
+        raise UnknownComment(f"comment {cid} not found")
+    return await _ranked_page(request, state, commentable_id, cid, sort, limit, cursor, wanted)
+
+
+async def _ranked_page(
+    request: Request[Any, Any, Any],
+    state: State,
+    commentable_id: str,
+    parent_id: str | None,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+    min_position: int | None,
+) -> Response[bytes]:
+    """One page of a list (top level, or a comment's replies) with bodies, counts and the
+    viewer's votes, once the projections reached ``min_position``."""
+    reads = state.redis_reads
+    viewer = await _viewer(request, state)
+    decoded = None
     if cursor is not None:
-        decode = state.redis_reads.cursors.decode(cursor, commentable_id, sort)
+        decoded = reads.cursors.decode(cursor, commentable_id, sort, parent_id or "")
     wanted = wanted_position(request, min_position)
     try:
         position = await _wait_low_water(state, wanted)
-        page = await state.redis_reads.page(commentable_id, sort, limit, decode)
-        counts = await state.redis_reads.scores(page.ids)
+        page = await reads.page(commentable_id, sort, limit, decoded, parent_id)
+        counts = await reads.scores(page.ids)
+        total = await reads.comment_count(commentable_id)
     except STORE_DOWN as exc:
         raise Unavailable("rankings live in Redis, which does not answer") from exc
+    mine = await _my_votes(state, viewer, page.ids)
     headers = {"X-Tally-Position": str(position), "Cache-Control": "max-age=1"}
+    if viewer is not None:
+        headers["Cache-Control"] = "private, max-age=1"
+        headers["Vary"] = "Authorization"
     try:
-        docs = await state.es_reads.comments(page.ids, fresh=bool(wanted))
+        docs = await _documents(state, page.ids, wanted)
     except INDEX_DOWN:
         docs = {}
         headers["X-Tally-Degraded"] = "elasticsearch"
-    body = msgspec.json.encode(
-        CommentPage(
-            [comment_out(c, docs.get(c), counts.get(c)) for c in page.ids], page.next_cursor
-        )
-    )
+    comments = [
+        comment_out(c, docs.get(c), counts.get(c), mine.get(c) if viewer else None)
+        for c in page.ids
+    ]
+    body = msgspec.json.encode(CommentPage(comments, page.next_cursor, total))
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers["ETag"] = etag
     if request.headers.get("if-none-match") == etag:
@@ -271,14 +345,33 @@ async def list_comments(
     return Response(body, media_type="application/json", headers=headers)
 
 
+async def _documents(
+    state: State, comment_ids: list[str], wanted: int | None
+) -> dict[str, dict[str, Any]]:
+    """Stored bodies; with ``wanted``, once the comments projection's mark has reached it (a
+    projector of its own, maybe behind Redis), or as they are when it does not in time."""
+    if wanted:
+        with contextlib.suppress(NotYet, *STORE_DOWN):
+            await wait_for_position(
+                wanted,
+                lambda: state.redis_reads.low_water("comments"),
+                state.config.read_wait_ms / 1000,
+            )
+    docs: dict[str, dict[str, Any]] = await state.es_reads.comments(comment_ids, fresh=bool(wanted))
+    return docs
+
+
 @get("/api/comments/search", operation_id="search_comments", summary="Full-text search")
 async def search_comments(
+    request: Request[Any, Any, Any],
     state: State,
     q: Annotated[str, Parameter(min_length=1, max_length=200)],
     commentable_id: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
 ) -> Response[bytes]:
-    """Comments whose content matches ``q``; any text is safe (simple_query_string)."""
+    """Comments whose content matches ``q``; any text is safe (simple_query_string). Deleted
+    comments are never found."""
+    viewer = await _viewer(request, state)
     try:
         docs = await state.es_reads.search(q, commentable_id, limit)
     except INDEX_DOWN as exc:
@@ -288,24 +381,36 @@ async def search_comments(
         counts = await state.redis_reads.scores(ids)
     except STORE_DOWN:
         counts = {}
-    return _json(
-        SearchResults([comment_out(d["comment_id"], d, counts.get(d["comment_id"])) for d in docs]),
-        {},
-    )
+    mine = await _my_votes(state, viewer, ids)
+    found = [
+        comment_out(c, d, counts.get(c), mine.get(c) if viewer else None)
+        for c, d in zip(ids, docs, strict=True)
+    ]
+    return _json(SearchResults([c for c in found if not c.deleted]), {})
 
 
 @get("/api/me/votes", operation_id="get_my_votes", summary="The caller's votes")
 async def get_my_votes(
-    request: Request[Any, Any, Any], state: State, comment_ids: str
+    request: Request[Any, Any, Any], state: State, comment_ids: str, min_position: MinPosition
 ) -> Response[bytes]:
-    """The caller's vote (-1, 0 or 1) on each given comment, from the Redis projection."""
+    """The caller's vote (-1, 0 or 1) on each given comment, from the Redis projection, once it
+    has reached ``min_position``."""
     user_id = await state.verifier.user_of(request.headers.get("authorization"))
     wanted_ids = parse_ids(comment_ids)
     try:
+        await _wait_low_water(state, wanted_position(request, min_position))
         votes = await state.redis_reads.my_votes(user_id, wanted_ids)
     except STORE_DOWN as exc:
         raise Unavailable("votes live in Redis, which does not answer") from exc
     return _json(MyVotes(votes), {})
 
 
-ROUTES = [get_comment, get_score, get_scores, list_comments, search_comments, get_my_votes]
+ROUTES = [
+    get_comment,
+    get_score,
+    get_scores,
+    list_comments,
+    list_replies,
+    search_comments,
+    get_my_votes,
+]

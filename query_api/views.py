@@ -8,10 +8,13 @@ import msgspec
 
 
 class CommentOut(msgspec.Struct, kw_only=True):
+    """A comment as readers see it. A deleted one has no content and no author."""
+
     id: str
     commentable_id: str | None = None
     author_id: str | None = None
     parent_id: str | None = None
+    depth: int = 0
     content: str | None = None
     created_at: str | None = None
     edited_at: str | None = None
@@ -19,6 +22,8 @@ class CommentOut(msgspec.Struct, kw_only=True):
     up: int = 0
     down: int = 0
     score: int = 0
+    reply_count: int = 0
+    my_vote: int | None = None  # the viewer's vote (-1, 0, 1); null without a bearer token
 
 
 class ScoreOut(msgspec.Struct):
@@ -36,6 +41,7 @@ class ScoresOut(msgspec.Struct):
 class CommentPage(msgspec.Struct):
     comments: list[CommentOut]
     next_cursor: str | None
+    comment_count: int  # in the whole commentable, replies included
 
 
 class SearchResults(msgspec.Struct):
@@ -46,24 +52,37 @@ class MyVotes(msgspec.Struct):
     votes: dict[str, int]
 
 
-def comment_out(comment_id: str, doc: dict[str, Any] | None, counts: Any | None) -> CommentOut:
-    """Merge a stored document (body) with live counts (Redis), either of which may be missing."""
-    out = CommentOut(id=comment_id)
+_STORED = (
+    "commentable_id",
+    "author_id",
+    "parent_id",
+    "depth",
+    "content",
+    "created_at",
+    "edited_at",
+    "deleted",
+    "up",
+    "down",
+    "score",
+)
+
+
+def comment_out(
+    comment_id: str,
+    doc: dict[str, Any] | None,
+    counts: Any | None,
+    my_vote: int | None = None,
+) -> CommentOut:
+    """Merge a stored document (body) with live counts (Redis), either of which may be missing,
+    and the viewer's vote."""
+    out = CommentOut(id=comment_id, my_vote=my_vote)
     if doc is not None:
-        for field in (
-            "commentable_id",
-            "author_id",
-            "parent_id",
-            "content",
-            "created_at",
-            "edited_at",
-            "deleted",
-            "up",
-            "down",
-            "score",
-        ):
+        for field in _STORED:
             setattr(out, field, doc.get(field, getattr(out, field)))
     if counts is not None:
         out.up, out.down, out.score = counts.up, counts.down, counts.score
         out.deleted = out.deleted or counts.deleted
+        out.reply_count, out.depth = counts.replies, counts.depth
+    if out.deleted:  # whatever a stale copy still holds
+        out.content = out.author_id = None
     return out

@@ -15,17 +15,20 @@ VoteValue = Literal[-1, 0, 1]
 
 
 class BaseEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    """Fields every event has. ``comment_id`` is also the Kafka key."""
+    """Fields every event has. ``comment_id`` is also the Kafka key; ``parent_id`` says which
+    thread the comment is in (``None``: top level), so projectors rank it where it belongs
+    without looking anything up."""
 
     comment_id: UUID
     commentable_id: str
+    parent_id: UUID | None = None
     schema_version: int = 1
 
 
 class CommentPosted(BaseEvent, frozen=True, kw_only=True, tag=True):
     author_id: str
     content: str
-    parent_id: UUID | None = None
+    depth: int = 0  # 0 at the top level, the parent's depth + 1 for a reply
 
 
 class CommentEdited(BaseEvent, frozen=True, kw_only=True, tag=True):

@@ -45,6 +45,8 @@ class CommentState(msgspec.Struct, frozen=True, kw_only=True):
     content: str = ""
     deleted: bool = False
     version: int = 0
+    parent_id: UUID | None = None
+    depth: int = 0
 
 
 initial_state = CommentState()
@@ -60,12 +62,16 @@ def check_parent(command: PostComment, parent: CommentState | None) -> None:
         raise CommentIsDeleted(f"parent comment {command.parent_id} is deleted")
 
 
-def decide(command: CommentCommand, state: CommentState) -> list[CommentEvent]:
-    """Events that carry out ``command`` on a comment in ``state``; ``[]`` when nothing changes."""
+def decide(
+    command: CommentCommand, state: CommentState, parent: CommentState | None = None
+) -> list[CommentEvent]:
+    """Events that carry out ``command`` on a comment in ``state`` (``parent``: the state of
+    the comment a new reply answers); ``[]`` when nothing changes."""
     match command:
         case PostComment():
             if state.exists:
                 raise CommentAlreadyExists(f"comment {command.comment_id} already exists")
+            check_parent(command, parent)
             return [
                 CommentPosted(
                     comment_id=command.comment_id,
@@ -73,6 +79,7 @@ def decide(command: CommentCommand, state: CommentState) -> list[CommentEvent]:
                     author_id=command.author_id,
                     content=command.content,
                     parent_id=command.parent_id,
+                    depth=parent.depth + 1 if command.parent_id and parent else 0,
                 )
             ]
         case EditComment():
@@ -83,6 +90,7 @@ def decide(command: CommentCommand, state: CommentState) -> list[CommentEvent]:
                 CommentEdited(
                     comment_id=command.comment_id,
                     commentable_id=state.commentable_id,
+                    parent_id=state.parent_id,
                     author_id=state.author_id,
                     content=command.content,
                 )
@@ -95,6 +103,7 @@ def decide(command: CommentCommand, state: CommentState) -> list[CommentEvent]:
                 CommentDeleted(
                     comment_id=command.comment_id,
                     commentable_id=state.commentable_id,
+                    parent_id=state.parent_id,
                     author_id=state.author_id,
                 )
             ]
@@ -111,6 +120,8 @@ def evolve(state: CommentState, event: CommentEvent) -> CommentState:
                 author_id=event.author_id,
                 content=event.content,
                 version=version,
+                parent_id=event.parent_id,
+                depth=event.depth,
             )
         case CommentEdited():
             return msgspec.structs.replace(state, content=event.content, version=version)

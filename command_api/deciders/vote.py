@@ -61,6 +61,7 @@ def decide(command: VoteCommand, state: VoteState) -> list[VoteEvent]:
         kind(
             comment_id=command.comment_id,
             commentable_id=comment.commentable_id,
+            parent_id=comment.parent_id,
             user_id=command.user_id,
             value=new,
             previous=state.value,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -70,13 +71,17 @@ async def http() -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
 
 
 async def post(
-    write: httpx.AsyncClient, settings: Settings, thread: str, text: str, user: str = "alice"
+    write: httpx.AsyncClient,
+    settings: Settings,
+    thread: str,
+    text: str,
+    user: str = "alice",
+    parent: str | None = None,
 ) -> dict[str, Any]:
-    reply = await write.post(
-        "/api/comments",
-        json={"commentable_id": thread, "content": text},
-        headers=token(settings, user),
-    )
+    body = {"commentable_id": thread, "content": text}
+    if parent is not None:
+        body["parent_id"] = parent
+    reply = await write.post("/api/comments", json=body, headers=token(settings, user))
     assert reply.status_code == 201, reply.text
     return dict(reply.json())
 
@@ -274,3 +279,147 @@ async def test_bad_query_input_gets_problems(services: Settings, http: Any) -> N
         reply = await read.get(path, params=params)
         assert reply.status_code == status, (path, reply.text)
         assert reply.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_threads_replies_depth_counts_and_the_viewers_votes(
+    services: Settings, http: Any
+) -> None:
+    write, read = http
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    parent = await post(write, services, thread, "parent")
+    other = await post(write, services, thread, "other")
+    first = await post(write, services, thread, "first reply", parent=parent["id"])
+    second = await post(write, services, thread, "second reply", user="carol", parent=parent["id"])
+    nested = await post(write, services, thread, "nested", parent=first["id"])
+    await vote(write, services, second["id"], "dave", 1)
+    last = await vote(write, services, second["id"], "bob", 1)
+    await vote(write, services, other["id"], "bob", -1)
+    last = await vote(write, services, first["id"], "erin", -1)
+    bob = token(services, "bob")
+    wanted = {"min_position": last, "limit": 100}
+
+    top = await read.get(f"/api/commentables/{thread}/comments", params=wanted, headers=bob)
+    assert top.status_code == 200, top.text
+    body = top.json()
+    assert {c["id"] for c in body["comments"]} == {parent["id"], other["id"]}
+    assert body["comment_count"] == 5
+    by_id = {c["id"]: c for c in body["comments"]}
+    assert by_id[parent["id"]]["reply_count"] == 2 and by_id[parent["id"]]["depth"] == 0
+    assert by_id[other["id"]]["my_vote"] == -1 and by_id[parent["id"]]["my_vote"] == 0
+    assert top.headers["vary"] == "Authorization"
+
+    replies = await read.get(f"/api/comments/{parent['id']}/replies", params=wanted, headers=bob)
+    assert replies.status_code == 200, replies.text
+    listed = replies.json()["comments"]
+    assert [c["id"] for c in listed] == [second["id"], first["id"]]  # top: +2 before -1
+    assert [c["depth"] for c in listed] == [1, 1] and [c["my_vote"] for c in listed] == [1, 0]
+    assert listed[1]["reply_count"] == 1 and listed[0]["parent_id"] == parent["id"]
+    deeper = await read.get(f"/api/comments/{first['id']}/replies", params=wanted)
+    assert [(c["id"], c["depth"], c["my_vote"]) for c in deeper.json()["comments"]] == [
+        (nested["id"], 2, None)  # no token: no viewer's vote
+    ]
+
+    # Replies page with cursors of their own; a cursor does not move to another list.
+    page = await read.get(
+        f"/api/comments/{parent['id']}/replies", params={"limit": 1, "min_position": last}
+    )
+    cursor = page.json()["next_cursor"]
+    rest = await read.get(
+        f"/api/comments/{parent['id']}/replies", params={"limit": 1, "cursor": cursor}
+    )
+    assert [c["id"] for c in page.json()["comments"] + rest.json()["comments"]] == [
+        second["id"],
+        first["id"],
+    ]
+    assert rest.json()["next_cursor"] is None
+    stolen = await read.get(f"/api/commentables/{thread}/comments", params={"cursor": cursor})
+    assert stolen.status_code == 400, stolen.text
+
+    single = await read.get(f"/api/comments/{second['id']}", params=wanted, headers=bob)
+    assert single.json()["my_vote"] == 1 and single.json()["depth"] == 1
+    unknown = await read.get(f"/api/comments/{uuid.uuid4()}/replies")
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"].startswith("application/problem+json")
+    forged = await read.get(
+        f"/api/comments/{second['id']}", headers={"Authorization": "Bearer not-a-token"}
+    )
+    assert forged.status_code == 401
+
+
+async def test_a_deleted_comment_is_gone_but_its_replies_stay(
+    services: Settings, http: Any
+) -> None:
+    write, read = http
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    word = f"zebra{uuid.uuid4().hex[:6]}"
+    parent = await post(write, services, thread, f"parent {word}")
+    lonely = await post(write, services, thread, f"lonely {word}")
+    await post(write, services, thread, "still here", user="bob", parent=parent["id"])
+    alice = token(services, "alice")
+    for comment in (parent, lonely):
+        gone = await write.delete(f"/api/comments/{comment['id']}", headers=alice)
+        assert gone.status_code == 200, gone.text
+    last = int(gone.json()["position"])
+    wanted = {"min_position": last}
+
+    doc = await read.get(f"/api/comments/{parent['id']}", params=wanted)
+    assert doc.status_code == 200, doc.text
+    assert doc.json()["deleted"] is True
+    assert doc.json()["content"] is None and doc.json()["author_id"] is None
+    listed = await read.get(f"/api/commentables/{thread}/comments", params=wanted)
+    # The parent stays in the list as "[deleted]" because it has a reply; the other is gone.
+    assert [(c["id"], c["deleted"], c["content"]) for c in listed.json()["comments"]] == [
+        (parent["id"], True, None)
+    ]
+    replies = await read.get(f"/api/comments/{parent['id']}/replies", params=wanted)
+    assert [c["content"] for c in replies.json()["comments"]] == ["still here"]
+    for _ in range(50):  # search reads Elasticsearch, refreshed about once a second
+        found = await read.get("/api/comments/search", params={"q": word})
+        if found.json()["comments"] == []:
+            break
+        await asyncio.sleep(0.2)
+    assert found.json()["comments"] == []
+
+
+async def test_the_live_stream_carries_new_edited_and_deleted_comments(
+    services: Settings, http: Any
+) -> None:
+    write, read = http
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    await post(write, services, thread, "opens the thread")
+    subscribed = asyncio.Event()
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    async def listen() -> None:
+        kind = ""
+        async with read.stream("GET", f"/api/commentables/{thread}/live") as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith(": subscribed"):
+                    subscribed.set()
+                elif line.startswith("event:"):
+                    kind = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    events.append((kind, json.loads(line.split(":", 1)[1])))
+                    if kind == "comment_deleted":
+                        return
+
+    listener = asyncio.create_task(listen())
+    await asyncio.wait_for(subscribed.wait(), 10)
+    alice = token(services, "alice")
+    comment = await post(write, services, thread, "new one")
+    edited = await write.patch(
+        f"/api/comments/{comment['id']}", json={"content": "edited one"}, headers=alice
+    )
+    assert edited.status_code == 200, edited.text
+    await write.delete(f"/api/comments/{comment['id']}", headers=alice)
+    await asyncio.wait_for(listener, 15)
+    events = [(k, e) for k, e in events if e["comment_id"] == comment["id"]]  # not the opener's
+    assert [(k, e["comment_id"]) for k, e in events] == [
+        ("comment_created", comment["id"]),
+        ("comment_edited", comment["id"]),
+        ("comment_deleted", comment["id"]),
+    ]
+    assert events[1][1]["content"] == "edited one"
+    assert events[0][1]["parent_id"] is None and events[0][1]["depth"] == 0
+    positions = [e["position"] for _, e in events]
+    assert positions == sorted(positions) and positions[0] == comment["position"]

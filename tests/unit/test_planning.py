@@ -81,7 +81,12 @@ def test_a_reply_to_a_comment_posted_in_the_same_batch_is_accepted() -> None:
         NOW,
     )
     assert all(isinstance(o, CommandPlan) for o in plan.outcomes)
-    assert set(plan.new_comments) == {parent, child}
+    assert set(plan.comments) == {parent, child}
+    # A reply sits one level below its parent, and its thread is named in its events.
+    assert (plan.comments[parent].depth, plan.comments[child].depth) == (0, 1)
+    reply = plan.outcomes[1]
+    assert isinstance(reply, CommandPlan)
+    assert reply.events[0].event.parent_id == parent
 
 
 def _run(batches: list[list[Command]]) -> list[tuple[str, int, int, int]]:
