@@ -18,7 +18,6 @@ import msgspec
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from command_api.group_commit import Submit
 from command_api.problems import exception_to_problem
@@ -27,6 +26,7 @@ from command_api.routes import ROUTES, current_user
 from kernel.auth import TokenVerifier
 from kernel.http_middleware import http_middleware
 from kernel.problems import problem
+from kernel.web_contract import REQUEST_ID, cors, openapi
 
 
 class RateLimiter(Protocol):
@@ -54,6 +54,7 @@ class CommandApiConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The command API's own settings."""
 
     max_body_bytes: int = 64 * 1024
+    cors_origins: list[str] = msgspec.field(default_factory=list)
 
 
 OpenServices = Callable[[], AbstractAsyncContextManager[CommandServices]]
@@ -101,5 +102,7 @@ def create_app(open_services: OpenServices, config: CommandApiConfig | None = No
         middleware=[http_middleware("command_api")],
         exception_handlers={Exception: exception_to_problem},
         request_max_body_size=config.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Tally command API", version="0.1.0", path="/schema"),
+        cors_config=cors(config.cors_origins),
+        parameters=REQUEST_ID,
+        openapi_config=openapi("Tally command API"),
     )

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 import structlog
 from litestar import Request, Response, delete, patch, post, put
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 
 from command_api.deciders.comment import DeleteComment, EditComment, PostComment
 from command_api.deciders.vote import CastVote, RetractVote
@@ -22,6 +21,7 @@ from command_api.problems import InvalidHeader
 from command_api.work import WorkItem
 from event_store.port import Origin
 from kernel import tracing
+from kernel.web_contract import BEARER, problems, response_headers
 from schemas.api import (
     CommentChanged,
     CommentCreated,
@@ -32,6 +32,18 @@ from schemas.api import (
 )
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+IdempotencyKey = Annotated[
+    str | None,
+    Parameter(
+        header="Idempotency-Key",
+        required=False,
+        description="1 to 255 visible ASCII characters; the same key with the same body gets "
+        "the first answer again (Idempotent-Replayed: true), with another body a 422",
+    ),
+]
+_LIMIT_HEADERS = response_headers(
+    "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Idempotent-Replayed"
+)
 
 
 async def current_user(request: Request[Any, Any, Any]) -> str:
@@ -41,10 +53,15 @@ async def current_user(request: Request[Any, Any, Any]) -> str:
 
 
 async def _execute(
-    request: Request[Any, Any, Any], command: Command, user_id: str, action: str
-) -> Response[bytes]:
-    """Check the user's ``action`` limit, run ``command``, and answer with its outcome."""
-    key = request.headers.get("idempotency-key")
+    request: Request[Any, Any, Any],
+    command: Command,
+    user_id: str,
+    action: str,
+    key: str | None,
+    location: str | None = None,
+) -> Response[Any]:
+    """Check the user's ``action`` limit, run ``command`` (once per idempotency ``key``), and
+    answer with its outcome."""
     if key is not None and not _IDEMPOTENCY_KEY.match(key):
         raise InvalidHeader("Idempotency-Key must be 1 to 255 visible ASCII characters")
     limiter = request.app.state.rate_limiter
@@ -87,6 +104,8 @@ async def _execute(
     headers = quota.headers() if quota is not None else {}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
+    if location is not None and outcome.status == 201:
+        headers["Location"] = location
     return Response(
         outcome.body, status_code=outcome.status, media_type="application/json", headers=headers
     )
@@ -96,11 +115,19 @@ async def _execute(
     "/api/comments",
     operation_id="post_comment",
     summary="Post a comment (or a reply with parent_id)",
-    responses={201: ResponseSpec(CommentCreated, description="The comment was posted")},
+    response_description="The comment was posted",
+    responses={
+        **problems(400, 401, 409, 413, 422, 429, 503),
+    },
+    security=BEARER,
+    response_headers=[*_LIMIT_HEADERS, *response_headers("Location")],
 )
 async def post_comment(
-    request: Request[Any, Any, Any], data: JSONBody[PostCommentBody], user_id: NamedDependency[str]
-) -> Response[bytes]:
+    request: Request[Any, Any, Any],
+    data: JSONBody[PostCommentBody],
+    user_id: NamedDependency[str],
+    idempotency_key: IdempotencyKey = None,
+) -> Response[CommentCreated]:
     """Post a comment on a commentable."""
     command = PostComment(
         comment_id=uuid.uuid4(),
@@ -109,24 +136,32 @@ async def post_comment(
         content=data.content,
         parent_id=data.parent_id,
     )
-    return await _execute(request, command, user_id, "comment")
+    # The comment's URL: PATCH and DELETE here, GET on the query API.
+    location = f"/api/comments/{command.comment_id}"
+    return await _execute(request, command, user_id, "comment", idempotency_key, location)
 
 
 @patch(
     "/api/comments/{comment_id:uuid}",
     operation_id="edit_comment",
     summary="Edit a comment (author only)",
-    responses={200: ResponseSpec(CommentChanged, description="The comment was edited")},
+    response_description="The comment was edited",
+    responses={
+        **problems(400, 401, 403, 404, 409, 413, 422, 429, 503),
+    },
+    security=BEARER,
+    response_headers=_LIMIT_HEADERS,
 )
 async def edit_comment(
     request: Request[Any, Any, Any],
     comment_id: FromPath[UUID],
     data: JSONBody[EditCommentBody],
     user_id: NamedDependency[str],
-) -> Response[bytes]:
+    idempotency_key: IdempotencyKey = None,
+) -> Response[CommentChanged]:
     """Replace a comment's content."""
     command = EditComment(comment_id=comment_id, user_id=user_id, content=data.content)
-    return await _execute(request, command, user_id, "comment")
+    return await _execute(request, command, user_id, "comment", idempotency_key)
 
 
 @delete(
@@ -134,31 +169,45 @@ async def edit_comment(
     operation_id="delete_comment",
     summary="Delete a comment (author only)",
     status_code=200,
-    responses={200: ResponseSpec(CommentChanged, description="The comment was deleted")},
+    response_description="The comment was deleted",
+    responses={
+        **problems(400, 401, 403, 404, 409, 413, 422, 429, 503),
+    },
+    security=BEARER,
+    response_headers=_LIMIT_HEADERS,
 )
 async def delete_comment(
-    request: Request[Any, Any, Any], comment_id: FromPath[UUID], user_id: NamedDependency[str]
-) -> Response[bytes]:
+    request: Request[Any, Any, Any],
+    comment_id: FromPath[UUID],
+    user_id: NamedDependency[str],
+    idempotency_key: IdempotencyKey = None,
+) -> Response[CommentChanged]:
     """Delete a comment; deleting it again changes nothing."""
     command = DeleteComment(comment_id=comment_id, user_id=user_id)
-    return await _execute(request, command, user_id, "comment")
+    return await _execute(request, command, user_id, "comment", idempotency_key)
 
 
 @put(
     "/api/comments/{comment_id:uuid}/vote",
     operation_id="cast_vote",
     summary="Vote up (1), down (-1) or retract (0)",
-    responses={200: ResponseSpec(VoteRecorded, description="The vote as it now stands")},
+    response_description="The vote as it now stands",
+    responses={
+        **problems(400, 401, 404, 409, 413, 422, 429, 503),
+    },
+    security=BEARER,
+    response_headers=_LIMIT_HEADERS,
 )
 async def cast_vote(
     request: Request[Any, Any, Any],
     comment_id: FromPath[UUID],
     data: JSONBody[VoteBody],
     user_id: NamedDependency[str],
-) -> Response[bytes]:
+    idempotency_key: IdempotencyKey = None,
+) -> Response[VoteRecorded]:
     """Set the caller's vote on a comment."""
     command = CastVote(comment_id=comment_id, user_id=user_id, value=data.value)
-    return await _execute(request, command, user_id, "vote")
+    return await _execute(request, command, user_id, "vote", idempotency_key)
 
 
 @delete(
@@ -166,14 +215,22 @@ async def cast_vote(
     operation_id="retract_vote",
     summary="Retract the caller's vote",
     status_code=200,
-    responses={200: ResponseSpec(VoteRecorded, description="The vote as it now stands")},
+    response_description="The vote as it now stands",
+    responses={
+        **problems(400, 401, 404, 409, 413, 422, 429, 503),
+    },
+    security=BEARER,
+    response_headers=_LIMIT_HEADERS,
 )
 async def retract_vote(
-    request: Request[Any, Any, Any], comment_id: FromPath[UUID], user_id: NamedDependency[str]
-) -> Response[bytes]:
+    request: Request[Any, Any, Any],
+    comment_id: FromPath[UUID],
+    user_id: NamedDependency[str],
+    idempotency_key: IdempotencyKey = None,
+) -> Response[VoteRecorded]:
     """Retract the caller's vote on a comment."""
     command = RetractVote(comment_id=comment_id, user_id=user_id)
-    return await _execute(request, command, user_id, "vote")
+    return await _execute(request, command, user_id, "vote", idempotency_key)
 
 
 ROUTES = [post_comment, edit_comment, delete_comment, cast_vote, retract_vote]

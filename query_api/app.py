@@ -16,11 +16,11 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
 
 from kernel.auth import NotAuthenticated, TokenVerifier
 from kernel.http_middleware import http_middleware
 from kernel.problems import framework_problem, problem
+from kernel.web_contract import REQUEST_ID, cors, openapi
 from query_api.consistency import NotYet
 from query_api.cursors import BadCursor
 from query_api.es_reads import EsReads
@@ -110,6 +110,7 @@ class QueryApiConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The query API's own settings."""
 
     read_wait_ms: int = 2000
+    cors_origins: list[str] = msgspec.field(default_factory=list)
 
 
 OpenServices = Callable[[], AbstractAsyncContextManager[QueryServices]]
@@ -134,5 +135,7 @@ def create_app(open_services: OpenServices, config: QueryApiConfig | None = None
         lifespan=[lifespan],
         middleware=[http_middleware("query_api")],
         exception_handlers={Exception: query_problem},
-        openapi_config=OpenAPIConfig(title="Tally query API", version="0.1.0", path="/schema"),
+        cors_config=cors(config.cors_origins),
+        parameters=REQUEST_ID,
+        openapi_config=openapi("Tally query API"),
     )

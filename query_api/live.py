@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, get
 from litestar.datastructures import State
-from litestar.params import FromPath
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from kernel.web_contract import problems
 from projectors.redis_keys import comment_key, ranking_key
 from query_api.consistency import parse_position
 from query_api.live_hub import END, LiveHub, Reservation
@@ -97,13 +99,33 @@ async def _stream(
     "/api/commentables/{commentable_id:str}/live",
     operation_id="stream_scores",
     summary="Live scores and comments (SSE)",
+    responses={
+        200: ResponseSpec(
+            str,
+            description="A text/event-stream: events score, comment_created, comment_edited and "
+            "comment_deleted, each with data (JSON) and id (its position)",
+            media_type="text/event-stream",
+            generate_examples=False,
+        ),
+        **problems(400, 429, 503),
+    },
 )
 async def stream_scores(
-    request: Request[Any, Any, Any], state: State, commentable_id: FromPath[str]
+    request: Request[Any, Any, Any],
+    state: State,
+    commentable_id: FromPath[str],
+    last_event_id: Annotated[
+        str | None,
+        Parameter(
+            header="Last-Event-ID",
+            required=False,
+            description="Resume after this position: the stream opens with what changed since "
+            "(anything but a position starts afresh)",
+        ),
+    ] = None,
 ) -> ServerSentEvent:
     """Score changes and new, edited and deleted comments of a commentable, as they happen."""
-    raw = request.headers.get("last-event-id")
-    last_id = parse_position(raw) if raw else None
+    last_id = parse_position(last_event_id) if last_event_id else None
     client = request.client.host if request.client else "unknown"
     reservation = state.live.admit(client)
     return ServerSentEvent(_stream(state, commentable_id, last_id, reservation))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -22,9 +22,11 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from query_api.consistency import NotYet, parse_position, wait_for_position
+from kernel.web_contract import BEARER, problems, response_headers
+from query_api.consistency import NotYet, wait_for_position
 from query_api.redis_reads import RedisLost, Score
 from query_api.views import (
+    CommentOut,
     CommentPage,
     MyVotes,
     ScoreOut,
@@ -49,7 +51,31 @@ INDEX_DOWN = (ApiError, TransportError, OSError)
 _IDS = re.compile(r"^[0-9a-fA-F-]{36}$")
 
 Sort = Literal["top", "new", "best", "controversial", "hot"]
-MinPosition = Annotated[int | None, Parameter(query="min_position", ge=0, required=False)]
+MinPosition = Annotated[
+    int | None,
+    Parameter(
+        query="min_position",
+        ge=0,
+        required=False,
+        description="The highest position this client has seen (X-Tally-Position of an answer)"
+        ": the answer reflects every event at or below it (or 504 after a short wait)",
+    ),
+]
+MinPositionHeader = Annotated[
+    str | None,
+    Parameter(
+        header="X-Tally-Min-Position",
+        required=False,
+        pattern=r"^[0-9]{1,18}$",  # ASCII digits only: "²".isdigit() is true
+        description="Same as min_position, as a header",
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Parameter(header="If-None-Match", required=False, description="An ETag of an earlier page"),
+]
+_OPTIONAL_BEARER: list[dict[str, list[str]]] = [{}, *BEARER]  # with a token: my_vote
+_READ_ERRORS = (400, 401, 503, 504)
 
 
 class UnknownComment(LookupError):
@@ -60,17 +86,11 @@ class Unavailable(RuntimeError):
     """The store this read needs is down."""
 
 
-def wanted_position(request: Request[Any, Any, Any], query_value: int | None) -> int | None:
+def wanted_position(query_value: int | None, header_value: str | None) -> int | None:
     """``min_position`` from the query string or the ``X-Tally-Min-Position`` header."""
     if query_value is not None:
         return query_value
-    header = request.headers.get("x-tally-min-position")
-    if header is None:
-        return None
-    position = parse_position(header)
-    if position is None:
-        raise msgspec.ValidationError("X-Tally-Min-Position must be a non-negative integer")
-    return position
+    return None if header_value is None else int(header_value)
 
 
 def parse_ids(raw: str, limit: int = 500) -> list[str]:
@@ -152,23 +172,34 @@ async def _document(state: State, comment_id: str, wanted: int | None) -> dict[s
     return found
 
 
-def _json(body: Any, headers: dict[str, str]) -> Response[bytes]:
+def _json(body: Any, headers: dict[str, str]) -> Response[Any]:
     return Response(msgspec.json.encode(body), media_type="application/json", headers=headers)
 
 
-@get("/api/comments/{comment_id:uuid}", operation_id="get_comment", summary="One comment")
+@get(
+    "/api/comments/{comment_id:uuid}",
+    operation_id="get_comment",
+    summary="One comment",
+    security=_OPTIONAL_BEARER,
+    response_description="The comment",
+    responses={
+        **problems(*_READ_ERRORS, 404),
+    },
+    response_headers=response_headers("X-Tally-Position", "X-Tally-Stale"),
+)
 async def get_comment(
     request: Request[Any, Any, Any],
     state: State,
     comment_id: FromPath[UUID],
     min_position: MinPosition,
-) -> Response[bytes]:
+    min_position_header: MinPositionHeader = None,
+) -> Response[CommentOut]:
     """A comment with its live counts, reply count and (with a bearer token) the viewer's vote.
 
     A deleted comment answers with ``deleted: true`` and no content or author."""
     cid = str(comment_id)
     viewer = await _viewer(request, state)
-    wanted = wanted_position(request, min_position)
+    wanted = wanted_position(min_position, min_position_header)
     counts, _ = await _counts(state, cid, wanted)
     doc = await _document(state, cid, wanted)
     if doc is None and counts is None:
@@ -182,16 +213,26 @@ async def get_comment(
     return _json(comment_out(cid, doc, counts, mine), headers)
 
 
-@get("/api/comments/{comment_id:uuid}/score", operation_id="get_score", summary="One score")
+@get(
+    "/api/comments/{comment_id:uuid}/score",
+    operation_id="get_score",
+    summary="One score",
+    response_description="Its counts",
+    responses={
+        **problems(400, 404, 503, 504),
+    },
+    response_headers=response_headers("X-Tally-Position", "X-Tally-Stale"),
+)
 async def get_score(
     request: Request[Any, Any, Any],
     state: State,
     comment_id: FromPath[UUID],
     min_position: MinPosition,
-) -> Response[bytes]:
+    min_position_header: MinPositionHeader = None,
+) -> Response[ScoreOut]:
     """Live counts of one comment; from Elasticsearch, marked stale, when Redis is down."""
     cid = str(comment_id)
-    counts, stale = await _counts(state, cid, wanted_position(request, min_position))
+    counts, stale = await _counts(state, cid, wanted_position(min_position, min_position_header))
     if counts is not None:
         return _json(
             ScoreOut(cid, counts.up, counts.down, counts.score),
@@ -214,15 +255,26 @@ async def get_score(
     )
 
 
-@get("/api/scores", operation_id="get_scores", summary="Many scores at once")
+@get(
+    "/api/scores",
+    operation_id="get_scores",
+    summary="Many scores at once",
+    response_description="Their counts",
+    responses={**problems(400, 503, 504)},
+    response_headers=response_headers("X-Tally-Position", "X-Tally-Stale"),
+)
 async def get_scores(
-    request: Request[Any, Any, Any], state: State, ids: str, min_position: MinPosition
-) -> Response[bytes]:
+    request: Request[Any, Any, Any],
+    state: State,
+    ids: str,
+    min_position: MinPosition,
+    min_position_header: MinPositionHeader = None,
+) -> Response[ScoresOut]:
     """Live counts of up to 500 comments (``ids`` comma-separated)."""
     wanted_ids = parse_ids(ids)
     headers: dict[str, str] = {}
     try:
-        wanted = wanted_position(request, min_position)
+        wanted = wanted_position(min_position, min_position_header)
         reached = await _wait_low_water(state, wanted)
         found = await state.redis_reads.scores(wanted_ids)
         scores = {c: ScoreOut(c, s.up, s.down, s.score) for c, s in found.items()}
@@ -252,42 +304,58 @@ async def _wait_low_water(state: State, wanted: int | None) -> int:
     "/api/commentables/{commentable_id:str}/comments",
     operation_id="list_comments",
     summary="A commentable's top-level comments, ranked",
+    security=_OPTIONAL_BEARER,
+    response_description="A page",
+    responses={
+        **problems(*_READ_ERRORS, 304),
+    },
+    response_headers=response_headers("X-Tally-Position", "X-Tally-Degraded", "ETag"),
 )
 async def list_comments(
     request: Request[Any, Any, Any],
     state: State,
     commentable_id: FromPath[str],
     min_position: MinPosition,
+    min_position_header: MinPositionHeader = None,
     sort: Sort = "top",
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
     cursor: str | None = None,
-) -> Response[bytes]:
+    if_none_match: IfNoneMatch = None,
+) -> Response[CommentPage]:
     """A page of top-level comments sorted by top, new, best, controversial or hot, with a
     stable cursor; ``comment_count`` counts the whole commentable, replies included."""
-    return await _ranked_page(
-        request, state, commentable_id, None, sort, limit, cursor, min_position
-    )
+    wanted = wanted_position(min_position, min_position_header)
+    page = _PageRequest(commentable_id, None, sort, limit, cursor, wanted, if_none_match)
+    return await _ranked_page(request, state, page)
 
 
 @get(
     "/api/comments/{comment_id:uuid}/replies",
     operation_id="list_replies",
     summary="A comment's replies, ranked",
+    security=_OPTIONAL_BEARER,
+    response_description="A page",
+    responses={
+        **problems(*_READ_ERRORS, 304, 404),
+    },
+    response_headers=response_headers("X-Tally-Position", "X-Tally-Degraded", "ETag"),
 )
 async def list_replies(
     request: Request[Any, Any, Any],
     state: State,
     comment_id: FromPath[UUID],
     min_position: MinPosition,
+    min_position_header: MinPositionHeader = None,
     sort: Sort = "top",
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
     cursor: str | None = None,
-) -> Response[bytes]:
+    if_none_match: IfNoneMatch = None,
+) -> Response[CommentPage]:
     """A page of the direct replies to a comment, with the same sorts and cursors as lists.
 
     The replies of a deleted comment stay readable."""
     cid = str(comment_id)
-    wanted = wanted_position(request, min_position)
+    wanted = wanted_position(min_position, min_position_header)
     try:
         await _wait_low_water(state, wanted)
         (commentable_id,) = await state.redis_reads.commentables([cid])
@@ -295,30 +363,34 @@ async def list_replies(
         raise Unavailable("rankings live in Redis, which does not answer") from exc
     if commentable_id is None:
         raise UnknownComment(f"comment {cid} not found")
-    return await _ranked_page(request, state, commentable_id, cid, sort, limit, cursor, wanted)
+    page = _PageRequest(commentable_id, cid, sort, limit, cursor, wanted, if_none_match)
+    return await _ranked_page(request, state, page)
+
+
+class _PageRequest(NamedTuple):
+    commentable_id: str
+    parent_id: str | None  # None: the top level
+    sort: str
+    limit: int
+    cursor: str | None
+    wanted: int | None  # min_position
+    if_none_match: str | None
 
 
 async def _ranked_page(
-    request: Request[Any, Any, Any],
-    state: State,
-    commentable_id: str,
-    parent_id: str | None,
-    sort: str,
-    limit: int,
-    cursor: str | None,
-    min_position: int | None,
-) -> Response[bytes]:
+    request: Request[Any, Any, Any], state: State, asked: _PageRequest
+) -> Response[Any]:
     """One page of a list (top level, or a comment's replies) with bodies, counts and the
-    viewer's votes, once the projections reached ``min_position``."""
+    viewer's votes, once the projections reached the asked position."""
     reads = state.redis_reads
     viewer = await _viewer(request, state)
+    commentable_id, parent_id, wanted = asked.commentable_id, asked.parent_id, asked.wanted
     decoded = None
-    if cursor is not None:
-        decoded = reads.cursors.decode(cursor, commentable_id, sort, parent_id or "")
-    wanted = wanted_position(request, min_position)
+    if asked.cursor is not None:
+        decoded = reads.cursors.decode(asked.cursor, commentable_id, asked.sort, parent_id or "")
     try:
         position = await _wait_low_water(state, wanted)
-        page = await reads.page(commentable_id, sort, limit, decoded, parent_id)
+        page = await reads.page(commentable_id, asked.sort, asked.limit, decoded, parent_id)
         counts = await reads.scores(page.ids)
         total = await reads.comment_count(commentable_id)
     except STORE_DOWN as exc:
@@ -340,7 +412,7 @@ async def _ranked_page(
     body = msgspec.json.encode(CommentPage(comments, page.next_cursor, total))
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers["ETag"] = etag
-    if request.headers.get("if-none-match") == etag:
+    if asked.if_none_match == etag:
         return Response(b"", status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 
@@ -361,14 +433,23 @@ async def _documents(
     return docs
 
 
-@get("/api/comments/search", operation_id="search_comments", summary="Full-text search")
+@get(
+    "/api/comments/search",
+    operation_id="search_comments",
+    summary="Full-text search",
+    security=_OPTIONAL_BEARER,
+    response_description="The best matches",
+    responses={
+        **problems(400, 401, 503),
+    },
+)
 async def search_comments(
     request: Request[Any, Any, Any],
     state: State,
     q: Annotated[str, Parameter(min_length=1, max_length=200)],
     commentable_id: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-) -> Response[bytes]:
+) -> Response[SearchResults]:
     """Comments whose content matches ``q``; any text is safe (simple_query_string). Deleted
     comments are never found."""
     viewer = await _viewer(request, state)
@@ -389,16 +470,29 @@ async def search_comments(
     return _json(SearchResults([c for c in found if not c.deleted]), {})
 
 
-@get("/api/me/votes", operation_id="get_my_votes", summary="The caller's votes")
+@get(
+    "/api/me/votes",
+    operation_id="get_my_votes",
+    summary="The caller's votes",
+    security=BEARER,
+    response_description="The caller's votes",
+    responses={
+        **problems(*_READ_ERRORS),
+    },
+)
 async def get_my_votes(
-    request: Request[Any, Any, Any], state: State, comment_ids: str, min_position: MinPosition
-) -> Response[bytes]:
+    request: Request[Any, Any, Any],
+    state: State,
+    comment_ids: str,
+    min_position: MinPosition,
+    min_position_header: MinPositionHeader = None,
+) -> Response[MyVotes]:
     """The caller's vote (-1, 0 or 1) on each given comment, from the Redis projection, once it
     has reached ``min_position``."""
     user_id = await state.verifier.user_of(request.headers.get("authorization"))
     wanted_ids = parse_ids(comment_ids)
     try:
-        await _wait_low_water(state, wanted_position(request, min_position))
+        await _wait_low_water(state, wanted_position(min_position, min_position_header))
         votes = await state.redis_reads.my_votes(user_id, wanted_ids)
     except STORE_DOWN as exc:
         raise Unavailable("votes live in Redis, which does not answer") from exc

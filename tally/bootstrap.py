@@ -34,6 +34,7 @@ from event_store.postgres import PostgresEventStore, connection_options
 from event_store.relay import OutboxRelay, RelayConfig
 from kernel.auth import AuthConfig, TokenVerifier, auth_config_problems
 from kernel.settings import Settings, SettingsError, get_settings
+from kernel.web_contract import parse_origins
 from projectors.base import Projection
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_indices import COMMENTS_MAPPING, VOTES_MAPPING
@@ -405,7 +406,10 @@ def command_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     return create_command_app(
         functools.partial(command_services, settings),
-        CommandApiConfig(max_body_bytes=settings.max_body_bytes),
+        CommandApiConfig(
+            max_body_bytes=settings.max_body_bytes,
+            cors_origins=parse_origins(settings.cors_origins),
+        ),
     )
 
 
@@ -453,5 +457,7 @@ def query_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     return create_query_app(
         functools.partial(query_services, settings),
-        QueryApiConfig(read_wait_ms=settings.read_wait_ms),
+        QueryApiConfig(
+            read_wait_ms=settings.read_wait_ms, cors_origins=parse_origins(settings.cors_origins)
+        ),
     )

@@ -423,3 +423,80 @@ async def test_the_live_stream_carries_new_edited_and_deleted_comments(
     assert events[0][1]["parent_id"] is None and events[0][1]["depth"] == 0
     positions = [e["position"] for _, e in events]
     assert positions == sorted(positions) and positions[0] == comment["position"]
+
+
+async def test_a_browser_app_on_the_allowed_origin_passes_cors(
+    services: Settings, http: Any
+) -> None:
+    write, read = http
+    origin = "http://127.0.0.1:8002"  # the reference web page's, allowed by default
+    preflight = await write.options(
+        "/api/comments",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,idempotency-key",
+        },
+    )
+    assert preflight.status_code in (200, 204), preflight.text
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert int(preflight.headers["access-control-max-age"]) >= 600  # cached, not per request
+    allowed = preflight.headers["access-control-allow-headers"].lower()
+    assert "idempotency-key" in allowed and "authorization" in allowed
+
+    posted = await write.post(
+        "/api/comments",
+        json={"commentable_id": f"t-{uuid.uuid4().hex[:8]}", "content": "from a browser"},
+        headers={**token(services, "alice"), "Origin": origin},
+    )
+    assert posted.status_code == 201
+    assert posted.headers["location"] == f"/api/comments/{posted.json()['id']}"
+    assert posted.headers["access-control-allow-origin"] == origin
+    exposed = posted.headers["access-control-expose-headers"].lower()
+    assert "location" in exposed and "x-tally-position" in exposed and "retry-after" in exposed
+
+    got = await read.get(
+        f"/api/comments/{posted.json()['id']}/score",
+        params={"min_position": posted.json()["position"]},
+        headers={"Origin": origin},
+    )
+    assert got.headers["access-control-allow-origin"] == origin
+    assert "x-tally-stale" in got.headers["access-control-expose-headers"].lower()
+
+    stranger = await read.get(
+        "/api/scores", params={"ids": str(uuid.uuid4())}, headers={"Origin": "https://evil.example"}
+    )
+    assert "access-control-allow-origin" not in stranger.headers
+
+
+async def test_both_openapi_documents_describe_what_is_sent(services: Settings, http: Any) -> None:
+    write, read = http
+    docs = [(await c.get("/schema/openapi.json")).json() for c in (write, read)]
+    for doc in docs:
+        assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        assert not any("metrics" in path or "health" in path for path in doc["paths"])
+        for path, item in doc["paths"].items():
+            for method, operation in item.items():
+                where = f"{method} {path}"
+                for status, response in operation["responses"].items():
+                    content = response.get("content", {})
+                    if status.startswith("2"):
+                        assert content, where  # a typed body, not a bare string
+                        schema = next(iter(content.values()))["schema"]
+                        assert schema != {"type": "string"} or "text/event-stream" in content
+                    elif status != "304":
+                        assert list(content) == ["application/problem+json"], (where, status)
+                assert "400" in operation["responses"], where
+    command, query = docs
+    post = command["paths"]["/api/comments"]["post"]
+    assert {p["name"] for p in post["parameters"]} >= {"Idempotency-Key", "X-Request-ID"}
+    assert "Location" in post["responses"]["201"]["headers"]
+    assert post["security"] == [{"bearer": []}]
+    one = query["paths"]["/api/comments/{comment_id}"]["get"]
+    assert {p["name"] for p in one["parameters"]} >= {"min_position", "X-Tally-Min-Position"}
+    assert "X-Tally-Position" in one["responses"]["200"]["headers"]
+    assert {"504", "404"} <= set(one["responses"])
+    live = query["paths"]["/api/commentables/{commentable_id}/live"]["get"]
+    assert list(live["responses"]["200"]["content"]) == ["text/event-stream"]
+    assert "Last-Event-ID" in {p["name"] for p in live["parameters"]}
+    assert "/api/comments/{comment_id}/replies" in query["paths"]
