@@ -26,7 +26,7 @@ from command_api.routes import ROUTES, current_user
 from kernel.auth import TokenVerifier
 from kernel.http_middleware import http_middleware
 from kernel.problems import problem
-from kernel.web_contract import REQUEST_ID, cors, openapi
+from kernel.web_contract import REQUEST_ID, StrictStructs, cors, openapi
 
 
 class RateLimiter(Protocol):
@@ -104,5 +104,6 @@ def create_app(open_services: OpenServices, config: CommandApiConfig | None = No
         request_max_body_size=config.max_body_bytes,
         cors_config=cors(config.cors_origins),
         parameters=REQUEST_ID,
+        plugins=[StrictStructs()],
         openapi_config=openapi("Tally command API"),
     )

@@ -25,13 +25,9 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
     CommentNotFound: 404,
     CommentIsDeleted: 409,
     NotTheAuthor: 403,
-    ParentNotFound: 422,
+    ParentNotFound: 404,  # the comment it answers does not exist (here)
     CommentAlreadyExists: 409,
 }
-
-
-class InvalidHeader(Exception):
-    """A request header has a value we cannot accept."""
 
 
 # (status, code, title) for our own errors outside the domain.
@@ -44,7 +40,6 @@ _KNOWN: dict[type[Exception], tuple[int, str, str]] = {
     StoreUnavailable: (503, "store-unavailable", "Service unavailable"),
     Overloaded: (503, "overloaded", "Service overloaded"),
     CommandTimedOut: (503, "command-timed-out", "No outcome in time"),
-    InvalidHeader: (400, "invalid-header", "Invalid header"),
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated, Any
 from uuid import UUID
@@ -17,11 +16,10 @@ from command_api.deciders.comment import DeleteComment, EditComment, PostComment
 from command_api.deciders.vote import CastVote, RetractVote
 from command_api.idempotency import request_fingerprint
 from command_api.planning import Command
-from command_api.problems import InvalidHeader
 from command_api.work import WorkItem
 from event_store.port import Origin
 from kernel import tracing
-from kernel.web_contract import BEARER, problems, response_headers
+from kernel.web_contract import BEARER, options_handler, problems, response_headers
 from schemas.api import (
     CommentChanged,
     CommentCreated,
@@ -31,12 +29,12 @@ from schemas.api import (
     VoteRecorded,
 )
 
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 IdempotencyKey = Annotated[
     str | None,
     Parameter(
         header="Idempotency-Key",
         required=False,
+        pattern=r"^[\x21-\x7e]{1,255}$",
         description="1 to 255 visible ASCII characters; the same key with the same body gets "
         "the first answer again (Idempotent-Replayed: true), with another body a 422",
     ),
@@ -62,8 +60,6 @@ async def _execute(
 ) -> Response[Any]:
     """Check the user's ``action`` limit, run ``command`` (once per idempotency ``key``), and
     answer with its outcome."""
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
-        raise InvalidHeader("Idempotency-Key must be 1 to 255 visible ASCII characters")
     limiter = request.app.state.rate_limiter
     quota = await limiter.check(user_id, action)
     fingerprint = b""
@@ -117,7 +113,7 @@ async def _execute(
     summary="Post a comment (or a reply with parent_id)",
     response_description="The comment was posted",
     responses={
-        **problems(400, 401, 409, 413, 422, 429, 503),
+        **problems(400, 401, 404, 409, 413, 422, 429, 503),
     },
     security=BEARER,
     response_headers=[*_LIMIT_HEADERS, *response_headers("Location")],
@@ -233,4 +229,12 @@ async def retract_vote(
     return await _execute(request, command, user_id, "vote", idempotency_key)
 
 
-ROUTES = [post_comment, edit_comment, delete_comment, cast_vote, retract_vote]
+ROUTES = [
+    options_handler("/api/comments/{comment_id:uuid}", edit_comment, delete_comment),
+    options_handler("/api/comments/{comment_id:uuid}/vote", cast_vote, retract_vote),
+    post_comment,
+    edit_comment,
+    delete_comment,
+    cast_vote,
+    retract_vote,
+]

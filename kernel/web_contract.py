@@ -8,14 +8,19 @@ with ``ResponseSpec``; every error a route can answer is declared here once, as 
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
 import msgspec
+from litestar import Response, route
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import ResponseHeader
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.params import Parameter
+from litestar.typing import FieldDefinition
 
 from kernel.problems import PROBLEM_JSON
 
@@ -103,6 +108,16 @@ REQUEST_ID = {
 }
 
 
+class StrictStructs(StructSchemaPlugin):
+    """Bodies that refuse unknown fields say so: ``additionalProperties: false``."""
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        if field_definition.type_.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        return schema
+
+
 def openapi(title: str) -> OpenAPIConfig:
     """The OpenAPI document at /schema, with the bearer-token security scheme."""
     return OpenAPIConfig(
@@ -146,3 +161,18 @@ def cors(origins: list[str]) -> CORSConfig | None:
 def parse_origins(text: str) -> list[str]:
     """``TALLY_CORS_ORIGINS``: comma-separated origins, or ``*``."""
     return [o.strip().rstrip("/") for o in text.split(",") if o.strip()]
+
+
+def options_handler(path: str, *handlers: HTTPRouteHandler) -> HTTPRouteHandler:
+    """``OPTIONS`` for ``path`` with every method its ``handlers`` serve.
+
+    Litestar's own, when several handlers share a path, lists the first one's methods only;
+    register this one before them.
+    """
+    allowed = ", ".join(sorted({m for h in handlers for m in h.http_methods} | {"OPTIONS"}))
+
+    @route(path, http_method=["OPTIONS"], include_in_schema=False, status_code=204)
+    async def options() -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": allowed})
+
+    return options

@@ -20,7 +20,7 @@ from litestar.datastructures import State
 from kernel.auth import NotAuthenticated, TokenVerifier
 from kernel.http_middleware import http_middleware
 from kernel.problems import framework_problem, problem
-from kernel.web_contract import REQUEST_ID, cors, openapi
+from kernel.web_contract import REQUEST_ID, StrictStructs, cors, openapi
 from query_api.consistency import NotYet
 from query_api.cursors import BadCursor
 from query_api.es_reads import EsReads
@@ -137,5 +137,6 @@ def create_app(open_services: OpenServices, config: QueryApiConfig | None = None
         exception_handlers={Exception: query_problem},
         cors_config=cors(config.cors_origins),
         parameters=REQUEST_ID,
+        plugins=[StrictStructs()],
         openapi_config=openapi("Tally query API"),
     )

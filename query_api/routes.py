@@ -51,27 +51,45 @@ INDEX_DOWN = (ApiError, TransportError, OSError)
 _IDS = re.compile(r"^[0-9a-fA-F-]{36}$")
 
 Sort = Literal["top", "new", "best", "controversial", "hot"]
+# Not Optional: litestar drops the bounds of an optional parameter from the schema. 0: none.
 MinPosition = Annotated[
-    int | None,
+    int,
     Parameter(
         query="min_position",
         ge=0,
+        le=10**18,
         required=False,
         description="The highest position this client has seen (X-Tally-Position of an answer)"
         ": the answer reflects every event at or below it (or 504 after a short wait)",
     ),
 ]
 MinPositionHeader = Annotated[
-    str | None,
+    str,
     Parameter(
         header="X-Tally-Min-Position",
         required=False,
-        pattern=r"^[0-9]{1,18}$",  # ASCII digits only: "²".isdigit() is true
+        pattern=r"^[0-9]{0,18}$",  # ASCII digits only: "²".isdigit() is true
         description="Same as min_position, as a header",
     ),
 ]
+_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+CommentIds = Annotated[
+    str,
+    Parameter(
+        pattern=rf"^{_UUID}(,{_UUID}){{0,499}}$",
+        description="1 to 500 comment ids, comma-separated",
+    ),
+]
+PageCursor = Annotated[
+    str,
+    Parameter(
+        pattern=r"^([A-Za-z0-9_-]{22,512})?$",  # empty: the first page
+        required=False,
+        description="next_cursor of the previous page (opaque, signed, bound to its list)",
+    ),
+]
 IfNoneMatch = Annotated[
-    str | None,
+    str,
     Parameter(header="If-None-Match", required=False, description="An ETag of an earlier page"),
 ]
 _OPTIONAL_BEARER: list[dict[str, list[str]]] = [{}, *BEARER]  # with a token: my_vote
@@ -86,11 +104,10 @@ class Unavailable(RuntimeError):
     """The store this read needs is down."""
 
 
-def wanted_position(query_value: int | None, header_value: str | None) -> int | None:
-    """``min_position`` from the query string or the ``X-Tally-Min-Position`` header."""
-    if query_value is not None:
-        return query_value
-    return None if header_value is None else int(header_value)
+def wanted_position(query_value: int, header_value: str) -> int | None:
+    """``min_position`` from the query string or the ``X-Tally-Min-Position`` header (``None``
+    when neither asks for one)."""
+    return query_value or (int(header_value) if header_value else None)
 
 
 def parse_ids(raw: str, limit: int = 500) -> list[str]:
@@ -191,8 +208,8 @@ async def get_comment(
     request: Request[Any, Any, Any],
     state: State,
     comment_id: FromPath[UUID],
-    min_position: MinPosition,
-    min_position_header: MinPositionHeader = None,
+    min_position: MinPosition = 0,
+    min_position_header: MinPositionHeader = "",
 ) -> Response[CommentOut]:
     """A comment with its live counts, reply count and (with a bearer token) the viewer's vote.
 
@@ -227,8 +244,8 @@ async def get_score(
     request: Request[Any, Any, Any],
     state: State,
     comment_id: FromPath[UUID],
-    min_position: MinPosition,
-    min_position_header: MinPositionHeader = None,
+    min_position: MinPosition = 0,
+    min_position_header: MinPositionHeader = "",
 ) -> Response[ScoreOut]:
     """Live counts of one comment; from Elasticsearch, marked stale, when Redis is down."""
     cid = str(comment_id)
@@ -266,9 +283,9 @@ async def get_score(
 async def get_scores(
     request: Request[Any, Any, Any],
     state: State,
-    ids: str,
-    min_position: MinPosition,
-    min_position_header: MinPositionHeader = None,
+    ids: CommentIds,
+    min_position: MinPosition = 0,
+    min_position_header: MinPositionHeader = "",
 ) -> Response[ScoresOut]:
     """Live counts of up to 500 comments (``ids`` comma-separated)."""
     wanted_ids = parse_ids(ids)
@@ -315,12 +332,12 @@ async def list_comments(
     request: Request[Any, Any, Any],
     state: State,
     commentable_id: FromPath[str],
-    min_position: MinPosition,
-    min_position_header: MinPositionHeader = None,
+    min_position: MinPosition = 0,
+    min_position_header: MinPositionHeader = "",
     sort: Sort = "top",
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-    cursor: str | None = None,
-    if_none_match: IfNoneMatch = None,
+    cursor: PageCursor = "",
+    if_none_match: IfNoneMatch = "",
 ) -> Response[CommentPage]:
     """A page of top-level comments sorted by top, new, best, controversial or hot, with a
     stable cursor; ``comment_count`` counts the whole commentable, replies included."""
@@ -344,12 +361,12 @@ async def list_replies(
     request: Request[Any, Any, Any],
     state: State,
     comment_id: FromPath[UUID],
-    min_position: MinPosition,
-    min_position_header: MinPositionHeader = None,
+    min_position: MinPosition = 0,
+    min_position_header: MinPositionHeader = "",
     sort: Sort = "top",
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-    cursor: str | None = None,
-    if_none_match: IfNoneMatch = None,
+    cursor: PageCursor = "",
+    if_none_match: IfNoneMatch = "",
 ) -> Response[CommentPage]:
     """A page of the direct replies to a comment, with the same sorts and cursors as lists.
 
@@ -372,9 +389,9 @@ class _PageRequest(NamedTuple):
     parent_id: str | None  # None: the top level
     sort: str
     limit: int
-    cursor: str | None
+    cursor: str  # empty: the first page
     wanted: int | None  # min_position
-    if_none_match: str | None
+    if_none_match: str
 
 
 async def _ranked_page(
@@ -386,7 +403,7 @@ async def _ranked_page(
     viewer = await _viewer(request, state)
     commentable_id, parent_id, wanted = asked.commentable_id, asked.parent_id, asked.wanted
     decoded = None
-    if asked.cursor is not None:
+    if asked.cursor:
         decoded = reads.cursors.decode(asked.cursor, commentable_id, asked.sort, parent_id or "")
     try:
         position = await _wait_low_water(state, wanted)
@@ -483,9 +500,9 @@ async def search_comments(
 async def get_my_votes(
     request: Request[Any, Any, Any],
     state: State,
-    comment_ids: str,
-    min_position: MinPosition,
-    min_position_header: MinPositionHeader = None,
+    comment_ids: CommentIds,
+    min_position: MinPosition = 0,
+    min_position_header: MinPositionHeader = "",
 ) -> Response[MyVotes]:
     """The caller's vote (-1, 0 or 1) on each given comment, from the Redis projection, once it
     has reached ``min_position``."""

@@ -463,6 +463,14 @@ async def test_a_browser_app_on_the_allowed_origin_passes_cors(
     assert got.headers["access-control-allow-origin"] == origin
     assert "x-tally-stale" in got.headers["access-control-expose-headers"].lower()
 
+    vote_preflight = await write.options(
+        f"/api/comments/{posted.json()['id']}/vote",
+        headers={"Origin": origin, "Access-Control-Request-Method": "PUT"},
+    )
+    assert vote_preflight.headers["access-control-allow-origin"] == origin
+    plain = await write.options(f"/api/comments/{posted.json()['id']}/vote")
+    assert plain.headers["allow"] == "DELETE, OPTIONS, PUT"  # every method of the path
+
     stranger = await read.get(
         "/api/scores", params={"ids": str(uuid.uuid4())}, headers={"Origin": "https://evil.example"}
     )

@@ -132,7 +132,7 @@ async def test_a_reply_must_be_in_its_parents_commentable(
             json={"commentable_id": "post-2", "content": "re", "parent_id": parent},
             headers=alice,
         )
-        assert_problem(wrong, 422, "parent-not-found")
+        assert_problem(wrong, 404, "parent-not-found")
 
 
 async def test_an_idempotency_key_replays_the_first_reply_without_a_second_write(
@@ -369,7 +369,8 @@ async def test_a_bad_idempotency_key_header_is_refused(api: ApiFactory, settings
         reply = await client.post(
             "/api/comments", json={"commentable_id": "p", "content": "x"}, headers=headers
         )
-    assert_problem(reply, 400, "invalid-header")
+    assert_problem(reply, 400, "validation-failed")
+    assert "idempotency_key" in reply.json()["detail"]
 
 
 async def test_health_ready_metrics_and_openapi_answer(api: ApiFactory, settings: Settings) -> None:
