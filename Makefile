@@ -14,7 +14,7 @@ TEST_ENV := TALLY_ENV=local TALLY_DATA_DIR=.tally/test \
 	TALLY_COMMAND_API_PORT=28000 \
 	TALLY_QUERY_API_PORT=28001
 
-.PHONY: install run test lint typecheck stack-up stack-down bench clean
+.PHONY: install run test lint typecheck browser stack-up stack-down bench clean
 
 install: $(STAMP)
 
@@ -42,10 +42,14 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-test: install lint typecheck
+test: install lint typecheck browser
 	$(TEST_ENV) $(TALLY) stack up
 	$(TEST_ENV) $(TALLY) migrate
 	$(TEST_ENV) $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# Debian's chromium for the browser tests (Playwright drives it; nothing downloads a browser).
+browser: install
+	@$(PY) -c "from tally.stack import ensure_browser; print('browser:', ensure_browser())"
 
 bench: install
 	TALLY_ENV=local $(TALLY) stack up

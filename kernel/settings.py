@@ -48,6 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Browser apps allowed to call the APIs (comma-separated origins; empty: no CORS). The
     # default is the reference web page that `make run` serves (examples/web).
     cors_origins: str = "http://127.0.0.1:8002,http://localhost:8002"
+    web_host: str = "127.0.0.1"
     web_port: int = 8002  # the reference web page (served by `tally run`)
     read_wait_ms: int = 2000
     ranking_snapshot_seconds: int = 5

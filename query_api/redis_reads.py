@@ -52,6 +52,7 @@ class Score(msgspec.Struct, frozen=True):
     deleted: bool = False
     replies: int = 0
     depth: int = 0
+    parent: str | None = None
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -127,7 +128,7 @@ class RedisReads:
         where = await self.commentables(comment_ids)
         generation = await self.generation()
         known = [(c, w) for c, w in zip(comment_ids, where, strict=True) if w is not None]
-        fields = ["up", "down", "score", "pos", "deleted", "replies", "depth"]
+        fields = ["up", "down", "score", "pos", "deleted", "replies", "depth", "parent"]
         if len(known) == 1:  # the hot path: no pipeline machinery for one key
             comment_id, commentable = known[0]
             key = comment_key(generation, commentable, comment_id)
@@ -147,6 +148,7 @@ class RedisReads:
                 r[4] == b"1",
                 int(r[5] or 0),
                 int(r[6] or 0),
+                r[7].decode() if r[7] else None,
             )
             for (comment_id, _), r in zip(known, rows, strict=True)
             if r[3] is not None
@@ -182,26 +184,34 @@ class RedisReads:
         limit: int,
         cursor: Cursor | None,
         parent_id: str | None = None,
+        mark: int = 0,
+        wanted: int = 0,
     ) -> Page:
         """One page of comment ids, best first, from a ranking snapshot of a list: the top-level
-        comments, or the replies to ``parent_id``."""
+        comments, or the replies to ``parent_id``.
+
+        ``mark``: the low-water mark the caller read just before (everything at or below it is
+        in the rankings). A first page asked with ``min_position`` (``wanted``) never comes from
+        a snapshot taken before the mark reached it: it takes one of its own.
+        """
         generation = await self.generation()
         if cursor is None:
             bucket = int(time.time() // max(1, self._snapshot_s))
             snapshot, offset = snapshot_name(parent_id, sort, bucket), 0
+            candidates = [snapshot, f"{snapshot}:p{mark}"]
         else:
             snapshot, offset = cursor.snapshot, cursor.offset
-        keys = [
-            snapshot_key(generation, commentable_id, snapshot),
-            ranking_key(generation, commentable_id, sort, parent_id),
-        ]
+            candidates = [snapshot, snapshot]
+        keys = [snapshot_key(generation, commentable_id, name) for name in candidates]
+        keys += [f"{key}:at" for key in keys]
+        keys.append(ranking_key(generation, commentable_id, sort, parent_id))
         # A cursor's snapshot must exist already; only a first page may create one.
         create = "1" if cursor is None else "0"
         found = await cast(
-            Awaitable[list[bytes] | None],
+            Awaitable[list[Any] | None],
             self.redis.eval(
                 _PAGE,
-                2,
+                len(keys),
                 *keys,
                 create,
                 str(self._first_ttl_s),
@@ -209,11 +219,14 @@ class RedisReads:
                 str(self.snapshot_max),
                 str(offset),
                 str(offset + limit),
+                str(wanted),
+                str(mark),
             ),
         )
         if found is None:
             raise BadCursor("this cursor has expired; start again from the first page")
-        ids = [i.decode() for i in found]
+        snapshot = candidates[int(found[0]) - 1]
+        ids = [i.decode() for i in found[1]]
         more = len(ids) > limit and offset + limit < self.snapshot_max
         next_cursor = None
         if more:
@@ -223,17 +236,26 @@ class RedisReads:
         return Page(ids[:limit], next_cursor)
 
 
-# KEYS: snapshot, ranking. ARGV: create?, ttl when created, ttl once paged, size cap, start, stop.
+# KEYS: the shared snapshot, a snapshot of the caller's own, their ":at" keys (the low-water
+# mark each was taken at), the ranking. ARGV: create?, ttl when created, ttl once paged, size
+# cap, start, stop, wanted position (0: none), the caller's mark.
 # The snapshot holds the ranking's top entries (at most the cap), so its memory is bounded
 # whatever the ranking's size; a first page's snapshot lives briefly unless a cursor uses it.
-# nil when the snapshot is gone.
+# Returns {1 or 2: which snapshot, ids}, or nil when a cursor's snapshot is gone.
 _PAGE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if ARGV[1] == '0' then return nil end
-  redis.call('ZRANGESTORE', KEYS[1], KEYS[2], 0, tonumber(ARGV[4]) - 1, 'REV')
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-elseif ARGV[1] == '0' then
-  redis.call('EXPIRE', KEYS[1], ARGV[3], 'GT')
+local s = 1
+if ARGV[1] == '1' and tonumber(ARGV[7]) > 0
+   and tonumber(redis.call('GET', KEYS[3]) or '-1') < tonumber(ARGV[7]) then
+  s = 2  -- the shared one predates the caller's own writes
 end
-return redis.call('ZRANGE', KEYS[1], ARGV[5], ARGV[6], 'REV')
+if redis.call('EXISTS', KEYS[s]) == 0 then
+  if ARGV[1] == '0' then return nil end
+  redis.call('ZRANGESTORE', KEYS[s], KEYS[5], 0, tonumber(ARGV[4]) - 1, 'REV')
+  redis.call('EXPIRE', KEYS[s], ARGV[2])
+  redis.call('SET', KEYS[s + 2], ARGV[8], 'EX', ARGV[2])
+elseif ARGV[1] == '0' then
+  redis.call('EXPIRE', KEYS[s], ARGV[3], 'GT')
+  redis.call('EXPIRE', KEYS[s + 2], ARGV[3], 'GT')
+end
+return {s, redis.call('ZRANGE', KEYS[s], ARGV[5], ARGV[6], 'REV')}
 """

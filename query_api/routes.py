@@ -407,7 +407,9 @@ async def _ranked_page(
         decoded = reads.cursors.decode(asked.cursor, commentable_id, asked.sort, parent_id or "")
     try:
         position = await _wait_low_water(state, wanted)
-        page = await reads.page(commentable_id, asked.sort, asked.limit, decoded, parent_id)
+        page = await reads.page(
+            commentable_id, asked.sort, asked.limit, decoded, parent_id, position, wanted or 0
+        )
         counts = await reads.scores(page.ids)
         total = await reads.comment_count(commentable_id)
     except STORE_DOWN as exc:
@@ -418,7 +420,7 @@ async def _ranked_page(
         headers["Cache-Control"] = "private, max-age=1"
         headers["Vary"] = "Authorization"
     try:
-        docs = await _documents(state, page.ids, wanted)
+        docs = await _documents(state, page.ids, wanted, counts)
     except INDEX_DOWN:
         docs = {}
         headers["X-Tally-Degraded"] = "elasticsearch"
@@ -435,18 +437,29 @@ async def _ranked_page(
 
 
 async def _documents(
-    state: State, comment_ids: list[str], wanted: int | None
+    state: State, comment_ids: list[str], wanted: int | None, counts: dict[str, Score]
 ) -> dict[str, dict[str, Any]]:
-    """Stored bodies; with ``wanted``, once the comments projection's mark has reached it (a
-    projector of its own, maybe behind Redis), or as they are when it does not in time."""
-    if wanted:
+    """Stored bodies of the comments Redis listed; with ``wanted``, once the comments
+    projection's mark has reached it. The comments projector is a process of its own, maybe
+    behind Redis: a body still missing is waited for (boundedly) until that projector has
+    reached the comment's own position, so a list does not show a comment without its text."""
+
+    async def comments_reach(position: int) -> None:
         with contextlib.suppress(NotYet, *STORE_DOWN):
             await wait_for_position(
-                wanted,
+                position,
                 lambda: state.redis_reads.low_water("comments"),
                 state.config.read_wait_ms / 1000,
             )
-    docs: dict[str, dict[str, Any]] = await state.es_reads.comments(comment_ids, fresh=bool(wanted))
+
+    if wanted:
+        await comments_reach(wanted)
+    es = state.es_reads
+    docs: dict[str, dict[str, Any]] = await es.comments(comment_ids, fresh=bool(wanted))
+    missing = [c for c in comment_ids if c not in docs and c in counts]
+    if missing:
+        await comments_reach(max(counts[c].position for c in missing))
+        docs |= await es.comments(missing, fresh=True)
     return docs
 
 

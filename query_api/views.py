@@ -83,6 +83,7 @@ def comment_out(
         out.up, out.down, out.score = counts.up, counts.down, counts.score
         out.deleted = out.deleted or counts.deleted
         out.reply_count, out.depth = counts.replies, counts.depth
+        out.parent_id = counts.parent or out.parent_id  # the thread is Redis's, never behind
     if out.deleted:  # whatever a stale copy still holds
         out.content = out.author_id = None
     return out

@@ -105,6 +105,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from kernel.logging import configure_logging
 
+    if args.service == "web":
+        configure_logging(args.service, settings.log_format, settings.log_level)
+        port = args.port or settings.web_port
+        uvicorn.run(
+            "tally.serving:web_page",
+            factory=True,
+            host=settings.web_host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+        return 0
     if args.service == "command-api":
         workers = args.workers or settings.command_api_workers
         host, port = settings.command_api_host, args.port or settings.command_api_port
@@ -135,11 +147,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-SERVICES = ["command-api", "query-api"]
+SERVICES = ["command-api", "query-api", "web"]
 # What `tally run` starts, each as its own process.
 RUN_PROCESSES = [
     ["serve", "command-api"],
     ["serve", "query-api"],
+    ["serve", "web"],
     ["relay"],
     ["project", "all"],
 ]
@@ -178,7 +191,8 @@ def _run(settings: Settings) -> int:
         if not ready and system_ready(*probes):
             ready = True
             console.print(
-                f"[green]ready:[/green] command API on {command}, query API on {query}"
+                f"[green]ready:[/green] the web page on http://127.0.0.1:{settings.web_port},"
+                f" command API on {command}, query API on {query}"
                 " (OpenAPI at /schema on each). Get a token with: tally token --user alice."
                 " Ctrl-C stops."
             )

@@ -29,6 +29,13 @@ def command_api() -> Litestar:
     return _served("command-api", command_app)
 
 
+def web_page() -> Litestar:
+    """The reference web page's server."""
+    from tally.web_page import web_app
+
+    return _served("web", web_app)
+
+
 def query_api() -> Litestar:
     """The query API of one worker process."""
     from tally.bootstrap import query_app

@@ -74,6 +74,19 @@ def _apt_install(package: str) -> None:
         raise StackError(f"apt-get install {package} failed")
 
 
+def ensure_browser() -> str:
+    """Debian's ``chromium`` for the browser tests (installed when missing); its path.
+
+    Never a downloaded browser: Playwright drives this one.
+    """
+    if not shutil.which("chromium"):
+        _apt_install("chromium")
+    path = shutil.which("chromium")
+    if path is None:
+        raise StackError("chromium is not on PATH after installing it")
+    return path
+
+
 class Server:
     """One private server process of the stack."""
 

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection
 from kernel.auth import mint_token
 from kernel.settings import Settings
 from tally.processes import stop as stop_service
-from tests.e2e.conftest import start_system
+from tests.e2e.conftest import start_system, wait_until_projected
 from tests.pipeline import isolated
 
 COMMAND_PORT, QUERY_PORT = 28200, 28201
@@ -45,6 +45,7 @@ def apis(settings: Settings) -> Iterator[Settings]:
     config = isolated(settings, vote_rate_limit=1_000_000, read_wait_ms=200)
     procs = start_system(config, COMMAND_PORT, QUERY_PORT)
     try:
+        wait_until_projected(config, COMMAND_PORT, QUERY_PORT)
         yield config
     finally:
         for proc in procs:

@@ -7,10 +7,13 @@ for them (the limits themselves are tested in ``tests/security``).
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
+from kernel.auth import mint_token
 from kernel.settings import Settings, as_environment
 from tally.processes import serve, spawn
 from tally.processes import stop as stop_service
@@ -42,6 +45,28 @@ def start_system(
         start_process(["relay"], env),
         start_process(["project", "all"], env),
     ]
+
+
+def wait_until_projected(config: Settings, command_port: int, query_port: int) -> None:
+    """Post a warm-up comment and wait until the query API lists it (projectors joined, read
+    models live)."""
+    token = mint_token("warmup", config.jwt_secret, 600)
+    posted = httpx.post(
+        f"http://127.0.0.1:{command_port}/api/comments",
+        json={"commentable_id": "warmup", "content": "warm up"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ).json()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        reply = httpx.get(
+            f"http://127.0.0.1:{query_port}/api/commentables/warmup/comments",
+            params={"min_position": posted["position"]},
+            timeout=10,
+        )
+        if reply.status_code == 200:
+            return
+    raise AssertionError("the projectors did not catch up within 90 s")
 
 
 @pytest.fixture(scope="module", params=["group-commit", "one-transaction-per-command"])

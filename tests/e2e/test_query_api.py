@@ -17,7 +17,7 @@ from kernel.auth import mint_token
 from kernel.settings import Settings
 from projectors import ranking
 from tally import stack
-from tests.e2e.conftest import start_system, stop_service
+from tests.e2e.conftest import start_system, stop_service, wait_until_projected
 from tests.pipeline import isolated
 
 QUERY_PORT = 28101
@@ -30,31 +30,11 @@ def services(settings: Settings) -> Iterator[Settings]:
     config = isolated(settings)
     procs = start_system(config, COMMAND_PORT, QUERY_PORT)
     try:
-        _wait_until_projected(config)
+        wait_until_projected(config, COMMAND_PORT, QUERY_PORT)
         yield config
     finally:
         for proc in procs:
             stop_service(proc)
-
-
-def _wait_until_projected(config: Settings) -> None:
-    """Post a warm-up comment and wait until the query API can read it (projectors joined)."""
-    alice = token(config, "alice")
-    posted = httpx.post(
-        f"http://127.0.0.1:{COMMAND_PORT}/api/comments",
-        json={"commentable_id": "warmup", "content": "warm up"},
-        headers=alice,
-    ).json()
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        reply = httpx.get(
-            f"http://127.0.0.1:{QUERY_PORT}/api/commentables/warmup/comments",
-            params={"min_position": posted["position"]},
-            timeout=10,
-        )
-        if reply.status_code == 200:
-            return
-    raise AssertionError("the projectors did not catch up within 90 s")
 
 
 def token(settings: Settings, user: str) -> dict[str, str]:
@@ -344,6 +324,28 @@ async def test_threads_replies_depth_counts_and_the_viewers_votes(
         f"/api/comments/{second['id']}", headers={"Authorization": "Bearer not-a-token"}
     )
     assert forged.status_code == 401
+
+
+async def test_a_first_page_read_with_min_position_includes_the_readers_own_comment(
+    services: Settings, http: Any
+) -> None:
+    """Within one snapshot period: a list read before the write must not hide it from a read
+    with the write's position (the shared snapshot predates it)."""
+    write, read = http
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    first = await post(write, services, thread, "first")
+    before = await read.get(
+        f"/api/commentables/{thread}/comments", params={"min_position": first["position"]}
+    )
+    assert [c["id"] for c in before.json()["comments"]] == [first["id"]]
+    for n in range(3):  # each read with its position sees it, at once
+        mine = await post(write, services, thread, f"mine {n}")
+        after = await read.get(
+            f"/api/commentables/{thread}/comments",
+            params={"min_position": mine["position"], "sort": "new"},
+        )
+        assert after.json()["comments"][0]["id"] == mine["id"], after.text
+        assert after.json()["comment_count"] == n + 2
 
 
 async def test_a_deleted_comment_is_gone_but_its_replies_stay(
