@@ -94,6 +94,12 @@ IfNoneMatch = Annotated[
 ]
 _OPTIONAL_BEARER: list[dict[str, list[str]]] = [{}, *BEARER]  # with a token: my_vote
 _READ_ERRORS = (400, 401, 503, 504)
+# What both ranked lists (top level, replies) document alike.
+_A_PAGE: dict[str, Any] = {
+    "security": _OPTIONAL_BEARER,
+    "response_description": "A page",
+    "response_headers": response_headers("X-Tally-Position", "X-Tally-Degraded", "ETag"),
+}
 
 
 class UnknownComment(LookupError):
@@ -199,9 +205,7 @@ def _json(body: Any, headers: dict[str, str]) -> Response[Any]:
     summary="One comment",
     security=_OPTIONAL_BEARER,
     response_description="The comment",
-    responses={
-        **problems(*_READ_ERRORS, 404),
-    },
+    responses=problems(*_READ_ERRORS, 404),
     response_headers=response_headers("X-Tally-Position", "X-Tally-Stale"),
 )
 async def get_comment(
@@ -235,9 +239,7 @@ async def get_comment(
     operation_id="get_score",
     summary="One score",
     response_description="Its counts",
-    responses={
-        **problems(400, 404, 503, 504),
-    },
+    responses=problems(400, 404, 503, 504),
     response_headers=response_headers("X-Tally-Position", "X-Tally-Stale"),
 )
 async def get_score(
@@ -277,7 +279,7 @@ async def get_score(
     operation_id="get_scores",
     summary="Many scores at once",
     response_description="Their counts",
-    responses={**problems(400, 503, 504)},
+    responses=problems(400, 503, 504),
     response_headers=response_headers("X-Tally-Position", "X-Tally-Stale"),
 )
 async def get_scores(
@@ -321,12 +323,8 @@ async def _wait_low_water(state: State, wanted: int | None) -> int:
     "/api/commentables/{commentable_id:str}/comments",
     operation_id="list_comments",
     summary="A commentable's top-level comments, ranked",
-    security=_OPTIONAL_BEARER,
-    response_description="A page",
-    responses={
-        **problems(*_READ_ERRORS, 304),
-    },
-    response_headers=response_headers("X-Tally-Position", "X-Tally-Degraded", "ETag"),
+    responses=problems(*_READ_ERRORS, 304),
+    **_A_PAGE,
 )
 async def list_comments(
     request: Request[Any, Any, Any],
@@ -350,12 +348,8 @@ async def list_comments(
     "/api/comments/{comment_id:uuid}/replies",
     operation_id="list_replies",
     summary="A comment's replies, ranked",
-    security=_OPTIONAL_BEARER,
-    response_description="A page",
-    responses={
-        **problems(*_READ_ERRORS, 304, 404),
-    },
-    response_headers=response_headers("X-Tally-Position", "X-Tally-Degraded", "ETag"),
+    responses=problems(*_READ_ERRORS, 304, 404),
+    **_A_PAGE,
 )
 async def list_replies(
     request: Request[Any, Any, Any],
@@ -469,9 +463,7 @@ async def _documents(
     summary="Full-text search",
     security=_OPTIONAL_BEARER,
     response_description="The best matches",
-    responses={
-        **problems(400, 401, 503),
-    },
+    responses=problems(400, 401, 503),
 )
 async def search_comments(
     request: Request[Any, Any, Any],
@@ -506,9 +498,7 @@ async def search_comments(
     summary="The caller's votes",
     security=BEARER,
     response_description="The caller's votes",
-    responses={
-        **problems(*_READ_ERRORS),
-    },
+    responses=problems(*_READ_ERRORS),
 )
 async def get_my_votes(
     request: Request[Any, Any, Any],

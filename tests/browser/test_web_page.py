@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from kernel.settings import Settings, as_environment
-from tally.processes import stop as stop_service
-from tests.e2e.conftest import start_service, start_system, wait_until_projected
+from kernel.settings import Settings
+from tests.e2e.conftest import running_system
 from tests.pipeline import isolated
 
 COMMAND_PORT, QUERY_PORT, WEB_PORT = 28400, 28401, 28402
@@ -43,14 +42,8 @@ def site(settings: Settings) -> Iterator[str]:
         web_port=WEB_PORT,
         cors_origins=f"http://127.0.0.1:{WEB_PORT}",
     )
-    procs = start_system(config, COMMAND_PORT, QUERY_PORT)
-    procs.append(start_service(config, "web", WEB_PORT, as_environment(config)))
-    try:
-        wait_until_projected(config, COMMAND_PORT, QUERY_PORT)
+    with running_system(config, COMMAND_PORT, QUERY_PORT, WEB_PORT):
         yield f"http://127.0.0.1:{WEB_PORT}"
-    finally:
-        for proc in procs:
-            stop_service(proc)
 
 
 @pytest.fixture

@@ -22,8 +22,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from kernel.auth import mint_token
 from kernel.settings import Settings
-from tally.processes import stop as stop_service
-from tests.e2e.conftest import start_system, wait_until_projected
+from tests.e2e.conftest import running_system
 from tests.pipeline import isolated
 
 COMMAND_PORT, QUERY_PORT = 28200, 28201
@@ -43,13 +42,8 @@ def apis(settings: Settings) -> Iterator[Settings]:
     """The whole system as processes (so the read models are live, as in production), with
     a vote limit high enough not to hide anything behind a 429."""
     config = isolated(settings, vote_rate_limit=1_000_000, read_wait_ms=200)
-    procs = start_system(config, COMMAND_PORT, QUERY_PORT)
-    try:
-        wait_until_projected(config, COMMAND_PORT, QUERY_PORT)
+    with running_system(config, COMMAND_PORT, QUERY_PORT):
         yield config
-    finally:
-        for proc in procs:
-            stop_service(proc)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ for them (the limits themselves are tested in ``tests/security``).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -67,6 +68,23 @@ def wait_until_projected(config: Settings, command_port: int, query_port: int) -
         if reply.status_code == 200:
             return
     raise AssertionError("the projectors did not catch up within 90 s")
+
+
+@contextlib.contextmanager
+def running_system(
+    config: Settings, command_port: int, query_port: int, web_port: int | None = None
+) -> Iterator[Settings]:
+    """The whole system (and the web page's server) as processes, once the read models are
+    live; stopped on the way out."""
+    procs = start_system(config, command_port, query_port)
+    if web_port is not None:
+        procs.append(start_service(config, "web", web_port, as_environment(config)))
+    try:
+        wait_until_projected(config, command_port, query_port)
+        yield config
+    finally:
+        for proc in procs:
+            stop_service(proc)
 
 
 @pytest.fixture(scope="module", params=["group-commit", "one-transaction-per-command"])

@@ -17,7 +17,7 @@ from kernel.auth import mint_token
 from kernel.settings import Settings
 from projectors import ranking
 from tally import stack
-from tests.e2e.conftest import start_system, stop_service, wait_until_projected
+from tests.e2e.conftest import running_system
 from tests.pipeline import isolated
 
 QUERY_PORT = 28101
@@ -27,14 +27,8 @@ COMMAND_PORT = 28100
 @pytest.fixture(scope="module")
 def services(settings: Settings) -> Iterator[Settings]:
     """Command API, query API, relay and every projector, as processes."""
-    config = isolated(settings)
-    procs = start_system(config, COMMAND_PORT, QUERY_PORT)
-    try:
-        wait_until_projected(config, COMMAND_PORT, QUERY_PORT)
+    with running_system(isolated(settings), COMMAND_PORT, QUERY_PORT) as config:
         yield config
-    finally:
-        for proc in procs:
-            stop_service(proc)
 
 
 def token(settings: Settings, user: str) -> dict[str, str]:
