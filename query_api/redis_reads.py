@@ -12,6 +12,7 @@ moment the first page was read.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, cast
@@ -33,6 +34,7 @@ from projectors.redis_keys import (
     votes_key,
     where_key,
 )
+from query_api.consistency import NotYet
 from query_api.cursors import BadCursor, Cursor, CursorSigner
 
 
@@ -77,6 +79,7 @@ class RedisReads:
         self.snapshot_max = snapshot_max
         self.cursors = cursors or CursorSigner(b"tests-only", snapshot_max)
         self._first_ttl_s = min(cursor_ttl_s, max(2 * snapshot_s, 60))
+        self._own_slot_s = max(1, snapshot_s) / 10
         self.progress = ProgressBoard(redis, deployment)
         self.generations = Generations(redis, generation)
         self._snapshot_s = snapshot_s
@@ -195,36 +198,47 @@ class RedisReads:
         a snapshot taken before the mark reached it: it takes one of its own.
         """
         generation = await self.generation()
-        if cursor is None:
-            bucket = int(time.time() // max(1, self._snapshot_s))
-            snapshot, offset = snapshot_name(parent_id, sort, bucket), 0
-            candidates = [snapshot, f"{snapshot}:p{mark}"]
-        else:
-            snapshot, offset = cursor.snapshot, cursor.offset
-            candidates = [snapshot, snapshot]
-        keys = [snapshot_key(generation, commentable_id, name) for name in candidates]
-        keys += [f"{key}:at" for key in keys]
-        keys.append(ranking_key(generation, commentable_id, sort, parent_id))
-        # A cursor's snapshot must exist already; only a first page may create one.
-        create = "1" if cursor is None else "0"
-        found = await cast(
-            Awaitable[list[Any] | None],
-            self.redis.eval(
-                _PAGE,
-                len(keys),
-                *keys,
-                create,
-                str(self._first_ttl_s),
-                str(self._cursor_ttl_s),
-                str(self.snapshot_max),
-                str(offset),
-                str(offset + limit),
-                str(wanted),
-                str(mark),
-            ),
-        )
+        found: list[Any] | None = None
+        for _ in range(3):
+            now = time.time()
+            if cursor is None:
+                bucket = int(now // max(1, self._snapshot_s))
+                snapshot, offset = snapshot_name(parent_id, sort, bucket), 0
+                # At most one reader's own snapshot per slot: fresh positions cannot pile up
+                # snapshots, whatever the traffic.
+                candidates = [snapshot, f"{snapshot}:s{int(now // self._own_slot_s)}"]
+            else:
+                snapshot, offset = cursor.snapshot, cursor.offset
+                candidates = [snapshot, snapshot]
+            keys = [snapshot_key(generation, commentable_id, name) for name in candidates]
+            keys += [f"{key}:at" for key in keys]
+            keys.append(ranking_key(generation, commentable_id, sort, parent_id))
+            # A cursor's snapshot must exist already; only a first page may create one.
+            create = "1" if cursor is None else "0"
+            found = await cast(
+                Awaitable[list[Any] | None],
+                self.redis.eval(
+                    _PAGE,
+                    len(keys),
+                    *keys,
+                    create,
+                    str(self._first_ttl_s),
+                    str(self._cursor_ttl_s),
+                    str(self.snapshot_max),
+                    str(offset),
+                    str(offset + limit),
+                    str(wanted),
+                    str(mark),
+                ),
+            )
+            if found is None or found[0] != 0:
+                break
+            # This slot's own snapshot predates the caller's write too: take one in the next.
+            await asyncio.sleep(self._own_slot_s - now % self._own_slot_s + 0.001)
         if found is None:
             raise BadCursor("this cursor has expired; start again from the first page")
+        if found[0] == 0:  # every slot was taken by readers behind this one: rare, and brief
+            raise NotYet(wanted, mark)
         snapshot = candidates[int(found[0]) - 1]
         ids = [i.decode() for i in found[1]]
         more = len(ids) > limit and offset + limit < self.snapshot_max
@@ -241,12 +255,17 @@ class RedisReads:
 # cap, start, stop, wanted position (0: none), the caller's mark.
 # The snapshot holds the ranking's top entries (at most the cap), so its memory is bounded
 # whatever the ranking's size; a first page's snapshot lives briefly unless a cursor uses it.
-# Returns {1 or 2: which snapshot, ids}, or nil when a cursor's snapshot is gone.
+# Returns {1 or 2: which snapshot, ids}, {0} when both predate the caller's position, or nil
+# when a cursor's snapshot is gone.
 _PAGE = """
 local s = 1
 if ARGV[1] == '1' and tonumber(ARGV[7]) > 0
    and tonumber(redis.call('GET', KEYS[3]) or '-1') < tonumber(ARGV[7]) then
   s = 2  -- the shared one predates the caller's own writes
+  if redis.call('EXISTS', KEYS[2]) == 1
+     and tonumber(redis.call('GET', KEYS[4]) or '-1') < tonumber(ARGV[7]) then
+    return {0}  -- so does this slot's own one
+  end
 end
 if redis.call('EXISTS', KEYS[s]) == 0 then
   if ARGV[1] == '0' then return nil end

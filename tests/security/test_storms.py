@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -21,7 +22,8 @@ from redis.asyncio import Redis
 
 from event_store.seed import SeedPlan, seed
 from kernel.settings import Settings, as_environment
-from projectors.redis_keys import live_channel
+from projectors.redis_keys import intact_key, live_channel, ranking_key
+from query_api.redis_reads import RedisReads
 from tally.processes import serve
 from tally.processes import stop as stop_process
 from tests.security.conftest import Factory, project_all
@@ -196,3 +198,26 @@ async def test_a_storm_of_first_pages_keeps_redis_memory_flat(
     # Bounded by the snapshot cap and the buckets, not by the ranking or the requests.
     assert entries <= snapshot_max * len(sorts) * 4
     assert after - before < 2_000_000
+
+
+async def test_readers_with_fresh_positions_cannot_pile_up_snapshots(
+    settings: Settings, redis: Redis
+) -> None:
+    """Each first page read with a position newer than the shared snapshot gets the newest
+    comment, yet such readers share one snapshot of their own per half second, however many."""
+    generation = f"t{uuid.uuid4().hex[:8]}"
+    reads = RedisReads(redis, generation, snapshot_s=5, cursor_ttl_s=600)
+    await redis.set(intact_key(generation), "1")
+    ranking = ranking_key(generation, "storm", "new")
+    started = time.monotonic()
+    for n in range(1, 13):  # a write, then a read that must show it, twelve times over
+        await redis.zadd(ranking, {f"c{n}": n})
+        page = await reads.page("storm", "new", 5, None, mark=n, wanted=n)
+        assert page.ids[0] == f"c{n}"
+    elapsed = time.monotonic() - started
+    snapshots = [
+        k async for k in redis.scan_iter(f"tally:g{generation}:*snap:*") if b":at" not in k
+    ]
+    # Own ones: one per half-second slot at most; shared ones: one per 5 s bucket.
+    assert len(snapshots) <= 2 * elapsed + 1 + elapsed / 5 + 1, (len(snapshots), elapsed)
+    print(f"12 fresh reads in {elapsed:.1f} s made {len(snapshots)} snapshots")
