@@ -38,7 +38,10 @@ for _, change in ipairs(cmsgpack.unpack(ARGV[2])) do
     else
       redis.call('HSET', ck, 'parent', parent, 'depth', depth)
       redis.call('INCR', KEYS[1])
-      if parent ~= '' then redis.call('HINCRBY', pk, 'replies', 1) end
+      if parent ~= '' then
+        redis.call('HINCRBY', pk, 'replies', 1)
+        if ranking then restore_parent(pk, parent) end
+      end
     end
     deleted = deleted or state[5] == '1'
     redis.call('HSET', ck, 'up', up, 'down', down, 'score', up - down, 'created', created,

@@ -6,7 +6,7 @@
 local Z = 1.959963984540054
 local BLOCK = 8
 
-local function rank(r, cid, up, down, created)
+local function rank_keys(keys, cid, up, down, created)
   local n = up + down
   local best = 0
   if n > 0 then
@@ -21,11 +21,15 @@ local function rank(r, cid, up, down, created)
   local sign = 0
   if s > 0 then sign = 1 elseif s < 0 then sign = -1 end
   local hot = sign * math.log10(math.max(math.abs(s), 1)) + (created / 1000 - 1134028003) / 45000
-  redis.call('ZADD', KEYS[r], s, cid)
-  redis.call('ZADD', KEYS[r + 1], created, cid)
-  redis.call('ZADD', KEYS[r + 2], best, cid)
-  redis.call('ZADD', KEYS[r + 3], controversial, cid)
-  redis.call('ZADD', KEYS[r + 4], hot, cid)
+  redis.call('ZADD', keys[1], s, cid)
+  redis.call('ZADD', keys[2], created, cid)
+  redis.call('ZADD', keys[3], best, cid)
+  redis.call('ZADD', keys[4], controversial, cid)
+  redis.call('ZADD', keys[5], hot, cid)
+end
+
+local function rank(r, cid, up, down, created)
+  rank_keys({KEYS[r], KEYS[r + 1], KEYS[r + 2], KEYS[r + 3], KEYS[r + 4]}, cid, up, down, created)
 end
 
 local function unrank(r, cid)
@@ -42,4 +46,20 @@ local function place(b, cid)
   else
     rank(b + 2, cid, tonumber(s[2] or '0'), tonumber(s[3] or '0'), tonumber(s[4] or '0'))
   end
+end
+
+-- A reply reached Redis after its parent's delete (they are on different partitions, so either
+-- can come first): the parent, unranked when it had no replies, goes back into its list to hold
+-- this one. pk is the parent's hash; its list's keys share its prefix (the same hash tag, so the
+-- same slot) and are derived here because the reply's event does not name the grandparent.
+local function restore_parent(pk, pid)
+  local s = redis.call('HMGET', pk, 'pos', 'up', 'down', 'created', 'deleted', 'parent', 'replies')
+  if not s[1] or s[5] ~= '1' or tonumber(s[7] or '0') < 1 then return end
+  local base = string.sub(pk, 1, #pk - #pid - 2)  -- the key without 'c:<parent id>'
+  if s[6] and s[6] ~= '' then base = base .. 'r:' .. s[6] .. ':' end
+  local keys = {}
+  for _, sort in ipairs({'top', 'new', 'best', 'controversial', 'hot'}) do
+    keys[#keys + 1] = base .. 'rank:' .. sort
+  end
+  rank_keys(keys, pid, tonumber(s[2] or '0'), tonumber(s[3] or '0'), tonumber(s[4] or '0'))
 end

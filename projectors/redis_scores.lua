@@ -40,7 +40,10 @@ while i <= #ARGV do
                  'deleted', 0, 'pos', pos, 'parent', parent, 'depth', tonumber(extra))
       rank(b + 2, cid, 0, 0, created)
       redis.call('INCR', KEYS[1])
-      if parent ~= '' then redis.call('HINCRBY', pk, 'replies', 1) end
+      if parent ~= '' then
+        redis.call('HINCRBY', pk, 'replies', 1)
+        restore_parent(pk, parent)
+      end
       publish({type = 'comment_created', comment_id = cid, parent_id = parent_of(parent),
                depth = tonumber(extra), created = created, position = pos})
     elseif kind == 'D' then
