@@ -145,6 +145,9 @@ class OutboxRelay:
         )
         try:
             await self._bounded(producer.start())
+            # Before the producer asks for the topic's metadata: a broker that creates topics
+            # on demand would otherwise create it with its own default partition count.
+            await self._bounded(ensure_topic(config.bootstrap, config.topic, config.partitions))
             await self._load_chain()
             checked, failures = 0.0, 0
             while not stop.is_set():
@@ -196,9 +199,7 @@ class OutboxRelay:
             rows = await outbox.fetch_batch(conn, config.batch_size)
             if not rows:
                 return 0
-            partitions = len(await self._bounded(producer.partitions_for(config.topic)))
-            if partitions != self.chain.partitions:
-                await self._new_epoch(conn, partitions)
+            partitions = await self._follow_topic(conn, producer)
             last = dict(self.chain.last)
             sends = []
             with tracing.spans_ended() as spans:
@@ -256,6 +257,10 @@ class OutboxRelay:
             and not (moved and since >= self._config.watermark_interval_ms / 1000)
         ):
             return
+        async with self._pool.connection() as conn:
+            # An idle relay must notice a re-created topic too, or it would send watermarks
+            # to partitions that no longer exist, forever.
+            partitions = await self._follow_topic(conn, producer)
         sends = [
             await producer.send(
                 self._config.topic,
@@ -271,11 +276,24 @@ class OutboxRelay:
                     )
                 ),
             )
-            for partition in range(self.chain.partitions)
+            for partition in range(partitions)
         ]
         await self._bounded(asyncio.gather(*sends))
         self._watermarked_at = time.monotonic()
         self._watermarked = published
+
+    async def _follow_topic(
+        self, conn: psycopg.AsyncConnection[Any], producer: AIOKafkaProducer
+    ) -> int:
+        """The topic's partition count now; a count the chain does not know starts an epoch.
+
+        A broker that lost its data may have re-created the topic with its own default count
+        (Tansu: 4) before the relay could create it with the configured one.
+        """
+        partitions = len(await self._bounded(producer.partitions_for(self._config.topic)))
+        if partitions != self.chain.partitions:
+            await self._new_epoch(conn, partitions)
+        return partitions
 
     async def _load_chain(self) -> None:
         async with self._pool.connection() as conn:
