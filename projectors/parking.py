@@ -88,6 +88,50 @@ async def list_parked(
         return [ParkedRow(*row) for row in await cur.fetchall()]
 
 
+async def show(
+    pool: AsyncConnectionPool[Any], projection: str, position: int
+) -> dict[str, Any] | None:
+    """One parked event with its envelope from the log, or None if it is not parked."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT comment_id, error, held, parked_at FROM parked_events"
+            " WHERE projection = %s AND position = %s",
+            (projection, position),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        cur = await conn.execute(SELECT_ENVELOPE + " WHERE position = %s", (position,))
+        event = await cur.fetchone()
+    comment_id, error, held, parked_at = row
+    return {
+        "projection": projection,
+        "position": position,
+        "comment_id": comment_id,
+        "error": error,
+        "held": held,
+        "parked_at": parked_at,
+        "envelope": msgspec.to_builtins(envelope_from_row(event)) if event else None,
+    }
+
+
+async def skip(pool: AsyncConnectionPool[Any], projection: str, position: int) -> bool:
+    """Drop one parked event for good; True if it was parked.
+
+    Events held behind it are then applied by the live runner (the comment is no longer
+    poisoned); the read model lacks the skipped event until a replay.
+    """
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "DELETE FROM parked_events WHERE projection = %s AND position = %s",
+            (projection, position),
+        )
+        dropped = bool(cur.rowcount)
+    if dropped:
+        log.warning("parked_event_skipped", projection=projection, position=position)
+    return dropped
+
+
 async def retry(
     pool: AsyncConnectionPool[Any], projection: Projection, comments: set[str] | None = None
 ) -> tuple[int, int]:

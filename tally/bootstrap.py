@@ -83,8 +83,19 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_pool(settings: Settings, name: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    """A small autocommit pool on the event store."""
+async def open_pool(
+    settings: Settings, name: str, fail_fast: bool = False
+) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A small autocommit pool on the event store.
+
+    ``fail_fast`` (one-shot commands): connect once first, so an unreachable server raises
+    ``psycopg.OperationalError`` at once instead of the pool retrying for 30 s.
+    """
+    if fail_fast:
+        probe = await psycopg.AsyncConnection.connect(
+            settings.pg_dsn, connect_timeout=max(1, round(settings.pg_connect_timeout_seconds))
+        )
+        await probe.close()
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         settings.pg_dsn,
         min_size=1,

