@@ -6,6 +6,7 @@ Defaults point at the local stack started by ``tally stack up`` (see ``tally.sta
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -134,7 +135,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     for name in Settings.__struct_fields__:
-        value = env.get(f"TALLY_{name.upper()}")
+        value = _value(env, f"TALLY_{name.upper()}")
         if value is not None:
             raw[name] = value
     try:
@@ -142,6 +143,21 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     except msgspec.ValidationError as exc:
         field = str(exc).rsplit("$.", 1)[-1].rstrip("`")
         raise SettingsError(f"TALLY_{field.upper()}: {exc}") from None
+
+
+def _value(env: Mapping[str, str], variable: str) -> str | None:
+    """``VARIABLE``, or the content of the file ``VARIABLE_FILE`` names (Docker and Kubernetes
+    secrets), never both."""
+    path = env.get(f"{variable}_FILE")
+    if path is None:
+        return env.get(variable)
+    if variable in env:
+        raise SettingsError(f"{variable} and {variable}_FILE are both set; set one")
+    try:
+        # One trailing newline is how editors and `echo` end a file, not part of the secret.
+        return Path(path).read_text().removesuffix("\n")
+    except OSError as exc:
+        raise SettingsError(f"{variable}_FILE: cannot read {path}: {exc.strerror}") from None
 
 
 def as_environment(settings: Settings) -> dict[str, str]:

@@ -3,13 +3,16 @@ unreachable stores, run as real processes against the test stack."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from typing import Any
 
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
-from kernel.settings import Settings
+from kernel.settings import Settings, as_environment
 from tally.cli import build_parser
 from tests.integration.test_status import free_port
 from tests.pipeline import record_history, run_cli
@@ -136,3 +139,28 @@ async def test_dlq_show_then_skip_a_parked_event(
     assert again.returncode == 1 and "has no parked event" in again.stderr
     incomplete = await run_cli(settings, "dlq", "show", "--projection", "redis")
     assert incomplete.returncode == 2 and "needs --projection and --position" in incomplete.stderr
+
+
+async def test_the_event_store_dsn_can_come_from_a_file(settings: Settings, tmp_path: Any) -> None:
+    dsn = tmp_path / "pg_dsn"
+    dsn.write_text(settings.pg_dsn + "\n")
+    env = {k: v for k, v in as_environment(settings).items() if k != "TALLY_PG_DSN"}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tally.cli", "migrate"],
+        env={**env, "TALLY_PG_DSN_FILE": str(dsn), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "migrations applied" in done.stderr, done
+    both = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tally.cli", "migrate"],
+        env={**env, "TALLY_PG_DSN": settings.pg_dsn, "TALLY_PG_DSN_FILE": str(dsn)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert both.returncode == 2
+    assert "TALLY_PG_DSN and TALLY_PG_DSN_FILE are both set" in both.stderr

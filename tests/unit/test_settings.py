@@ -1,5 +1,7 @@
 """Settings come from TALLY_* variables, typed, with clear errors."""
 
+from pathlib import Path
+
 import pytest
 
 from kernel.settings import SettingsError, load_settings
@@ -27,3 +29,22 @@ def test_settings_survive_a_trip_through_the_environment() -> None:
 
     settings = load_settings({"TALLY_GROUP_COMMIT": "false", "TALLY_KAFKA_PARTITIONS": "3"})
     assert load_settings(as_environment(settings)) == settings
+
+
+def test_a_secret_can_come_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "jwt"
+    secret.write_text("s3cret-from-a-mounted-file\n")
+    settings = load_settings({"TALLY_JWT_SECRET_FILE": str(secret)})
+    assert settings.jwt_secret == "s3cret-from-a-mounted-file"
+
+
+def test_a_file_and_a_value_for_one_setting_are_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "dsn"
+    secret.write_text("postgresql://x@db/tally")
+    with pytest.raises(SettingsError, match="TALLY_PG_DSN and TALLY_PG_DSN_FILE are both set"):
+        load_settings({"TALLY_PG_DSN": "postgresql://y@db/tally", "TALLY_PG_DSN_FILE": str(secret)})
+
+
+def test_an_unreadable_secret_file_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"TALLY_CURSOR_SECRET_FILE: cannot read .*/missing"):
+        load_settings({"TALLY_CURSOR_SECRET_FILE": str(tmp_path / "missing")})
