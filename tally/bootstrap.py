@@ -72,14 +72,22 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose /metrics on ``port`` (0 turns it off); a taken port is logged, not fatal."""
+def serve_metrics(port: int, host: str, variable: str) -> None:
+    """Expose /metrics on ``port`` (0 turns it off); a taken port is logged, not fatal.
+
+    The log names ``variable``: two projector processes on one host need a port each.
+    """
     if not port:
         return
     try:
         start_http_server(port, addr=host)
     except OSError as exc:
-        log.warning("metrics_port_unavailable", port=port, error=str(exc))
+        log.error(
+            "metrics_port_unavailable",
+            port=port,
+            error=str(exc),
+            fix=f"give each process on this host its own {variable}",
+        )
 
 
 @contextlib.asynccontextmanager
@@ -115,7 +123,7 @@ async def open_pool(
 async def run_relay(settings: Settings) -> None:
     """``tally relay``."""
     stop = stop_on_signals()
-    serve_metrics(settings.relay_metrics_port, settings.metrics_host)
+    serve_metrics(settings.relay_metrics_port, settings.metrics_host, "TALLY_RELAY_METRICS_PORT")
     async with open_pool(settings, "relay") as pool:
         await OutboxRelay(relay_config(settings), pool).run(stop)
 
@@ -221,7 +229,9 @@ async def run_projectors(settings: Settings, names: list[str]) -> None:
     orchestrator restarts it. Outages of the stores are waited out inside.
     """
     stop = stop_on_signals()
-    serve_metrics(settings.projector_metrics_port, settings.metrics_host)
+    serve_metrics(
+        settings.projector_metrics_port, settings.metrics_host, "TALLY_PROJECTOR_METRICS_PORT"
+    )
     async with (
         open_pool(settings, "projectors") as pool,
         open_stores(settings, es_timeout=30) as (redis, es),
