@@ -72,6 +72,9 @@ async def test_redis_out_of_memory_is_waited_out_and_nothing_is_parked(
     assert not run.readers.reads.anomalies, run.readers.reads.anomalies[:5]
 
 
+STALL_S = 8
+
+
 async def test_a_stalled_redis_costs_votes_milliseconds_not_seconds(
     system: System, load: Any, servers: dict[str, stack.Server]
 ) -> None:
@@ -82,7 +85,7 @@ async def test_a_stalled_redis_costs_votes_milliseconds_not_seconds(
         before = len(run.voters.tally.latencies)
         os.kill(pid, signal.SIGSTOP)  # like DEBUG SLEEP 30, or a paused host
         try:
-            await asyncio.sleep(8)
+            await asyncio.sleep(STALL_S)
         finally:
             os.kill(pid, signal.SIGCONT)
         during = run.voters.tally.latencies[before:]
@@ -98,5 +101,7 @@ async def test_a_stalled_redis_costs_votes_milliseconds_not_seconds(
     )
     assert verdict.ok, str(verdict)
     # Votes went on while Redis said nothing: the rate limiter failed open within milliseconds.
+    # Typically 0.75 s at worst; the bound is relative to the stall (a vote that waited on Redis
+    # would take all of it), not to how busy a shared machine is (2.4 s seen once in CI).
     assert len(during) > 100
-    assert slowest is not None and slowest < 2.0
+    assert slowest is not None and slowest < STALL_S / 2
