@@ -56,6 +56,10 @@ async def test_an_unreachable_store_is_one_line_and_a_nonzero_exit(settings: Set
     done = await run_cli(redis_down, "verify", "--projection", "redis", "--wait", "1")
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"cannot reach Redis at 127.0.0.1:{closed}" in done.stderr, done.stderr
+    es_down = msgspec.structs.replace(settings, es_url=f"http://127.0.0.1:{closed}")
+    done = await run_cli(es_down, "verify", "--projection", "comments", "--wait", "1")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"cannot reach Elasticsearch at http://127.0.0.1:{closed}" in done.stderr, done.stderr
 
 
 async def test_status_json_says_what_is_unhealthy_and_exits_one(
