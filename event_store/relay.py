@@ -257,10 +257,9 @@ class OutboxRelay:
             and not (moved and since >= self._config.watermark_interval_ms / 1000)
         ):
             return
-        async with self._pool.connection() as conn:
-            # An idle relay must notice a re-created topic too, or it would send watermarks
-            # to partitions that no longer exist, forever.
-            partitions = await self._follow_topic(conn, producer)
+        # An idle relay must notice a re-created topic too, or it would send watermarks to
+        # partitions that no longer exist, forever.
+        partitions = await self._follow_topic(None, producer)
         sends = [
             await producer.send(
                 self._config.topic,
@@ -283,16 +282,22 @@ class OutboxRelay:
         self._watermarked = published
 
     async def _follow_topic(
-        self, conn: psycopg.AsyncConnection[Any], producer: AIOKafkaProducer
+        self, conn: psycopg.AsyncConnection[Any] | None, producer: AIOKafkaProducer
     ) -> int:
-        """The topic's partition count now; a count the chain does not know starts an epoch.
+        """The topic's partition count now; a count the chain does not know starts an epoch
+        (on ``conn``, or on a connection taken only then: the count comes from cached metadata).
 
         A broker that lost its data may have re-created the topic with its own default count
         (Tansu: 4) before the relay could create it with the configured one.
         """
         partitions = len(await self._bounded(producer.partitions_for(self._config.topic)))
-        if partitions != self.chain.partitions:
+        if partitions == self.chain.partitions:
+            return partitions
+        if conn is not None:
             await self._new_epoch(conn, partitions)
+        else:
+            async with self._pool.connection() as own:
+                await self._new_epoch(own, partitions)
         return partitions
 
     async def _load_chain(self) -> None:

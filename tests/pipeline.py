@@ -150,13 +150,24 @@ async def redis_matches_store(
 
 
 async def run_cli(
-    settings: Settings, *argv: str, kill_after: float = 300
+    settings: Settings,
+    *argv: str,
+    kill_after: float = 300,
+    env: dict[str, str | None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``tally ARGV...`` to completion with ``settings``, off the event loop."""
+    """Run ``tally ARGV...`` to completion with ``settings``, off the event loop.
+
+    ``env`` sets more variables; a ``None`` value removes one.
+    """
+    environment: dict[str, str | None] = {
+        **as_environment(settings),
+        "PATH": "/usr/bin:/bin",
+        **(env or {}),
+    }
     return await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "tally.cli", *argv],
-        env={**as_environment(settings), "PATH": "/usr/bin:/bin"},
+        env={name: value for name, value in environment.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=kill_after,

@@ -3,18 +3,15 @@ unreachable stores, run as real processes against the test stack."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import sys
 from typing import Any
 
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
-from kernel.settings import Settings, as_environment
+from kernel.settings import Settings
 from tally.cli import build_parser
-from tests.integration.test_status import free_port
+from tests.integration.test_status import free_port, nothing_listening
 from tests.pipeline import record_history, run_cli
 
 
@@ -66,15 +63,7 @@ async def test_status_json_says_what_is_unhealthy_and_exits_one(
     settings: Settings, apool: AsyncConnectionPool[Any]
 ) -> None:
     await record_history(apool, 20, seed=3)
-    closed = [free_port() for _ in range(4)]
-    config = msgspec.structs.replace(
-        settings,
-        command_api_port=closed[0],
-        query_api_port=closed[1],
-        relay_metrics_port=closed[2],
-        projector_metrics_port=closed[3],
-    )
-    done = await run_cli(config, "status", "--json")
+    done = await run_cli(nothing_listening(settings), "status", "--json")
     assert done.returncode == 1, done
     facts = json.loads(done.stdout)
     assert facts["healthy"] is False
@@ -148,23 +137,9 @@ async def test_dlq_show_then_skip_a_parked_event(
 async def test_the_event_store_dsn_can_come_from_a_file(settings: Settings, tmp_path: Any) -> None:
     dsn = tmp_path / "pg_dsn"
     dsn.write_text(settings.pg_dsn + "\n")
-    env = {k: v for k, v in as_environment(settings).items() if k != "TALLY_PG_DSN"}
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "tally.cli", "migrate"],
-        env={**env, "TALLY_PG_DSN_FILE": str(dsn), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    from_file: dict[str, str | None] = {"TALLY_PG_DSN": None, "TALLY_PG_DSN_FILE": str(dsn)}
+    done = await run_cli(settings, "migrate", env=from_file)
     assert done.returncode == 0 and "migrations applied" in done.stderr, done
-    both = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "tally.cli", "migrate"],
-        env={**env, "TALLY_PG_DSN": settings.pg_dsn, "TALLY_PG_DSN_FILE": str(dsn)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    both = await run_cli(settings, "migrate", env={"TALLY_PG_DSN_FILE": str(dsn)})
     assert both.returncode == 2
     assert "TALLY_PG_DSN and TALLY_PG_DSN_FILE are both set" in both.stderr

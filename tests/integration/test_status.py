@@ -32,15 +32,7 @@ async def test_status_shows_servers_head_backlog_and_projections(
             "INSERT INTO parked_events (projection, position, comment_id, error)"
             " VALUES ('votes', 7, 'c', 'boom')"
         )
-    # Ports where no Tally process listens (`make run` may use the default ones meanwhile).
-    closed = [free_port() for _ in range(4)]
-    config = msgspec.structs.replace(
-        settings,
-        command_api_port=closed[0],
-        query_api_port=closed[1],
-        relay_metrics_port=closed[2],
-        projector_metrics_port=closed[3],
-    )
+    config = nothing_listening(settings)
     facts = collect(config)
     console = Console(record=True, width=120)
     console.print(render(facts))
@@ -58,6 +50,19 @@ async def test_status_shows_servers_head_backlog_and_projections(
     assert re.search(r"votes +│ - +│ not started +│ - +│ - +│ 1 +│ - ", text), text
     for process in ("command API", "query API", "relay", "projectors"):
         assert re.search(rf"{process} +│ http://127.0.0.1:\d+ +│ down", text), text
+
+
+def nothing_listening(settings: Settings) -> Settings:
+    """``settings`` with API and metrics ports where no Tally process listens (`make run`
+    may use the default ones meanwhile)."""
+    closed = [free_port() for _ in range(4)]
+    return msgspec.structs.replace(
+        settings,
+        command_api_port=closed[0],
+        query_api_port=closed[1],
+        relay_metrics_port=closed[2],
+        projector_metrics_port=closed[3],
+    )
 
 
 def free_port() -> int:
