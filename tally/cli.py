@@ -208,13 +208,12 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
     from tally.status import collect, render
 
-    if args.json:
+    if args.json or not args.watch:
         facts = collect(settings)
-        print(msgspec.json.encode(facts).decode())
-        return 0 if facts["healthy"] else 1
-    if not args.watch:
-        facts = collect(settings)
-        Console().print(render(facts))
+        if args.json:
+            print(msgspec.json.encode(facts).decode())
+        else:
+            Console().print(render(facts))
         return 0 if facts["healthy"] else 1
     with Live(render(collect(settings)), refresh_per_second=1, screen=False) as live:
         try:
