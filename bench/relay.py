@@ -24,11 +24,12 @@ from event_store.messaging import ensure_topic
 from event_store.relay import publish_all
 from kernel.settings import get_settings
 from tally.bootstrap import relay_config
+from tally.clients import kafka_access
 
 
 async def main(events: int) -> None:
     settings = await with_history(events)
-    await ensure_topic(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_partitions)
+    await ensure_topic(kafka_access(settings), settings.kafka_topic, settings.kafka_partitions)
     pool: AsyncConnectionPool = AsyncConnectionPool(
         settings.pg_dsn, min_size=1, max_size=2, open=False
     )

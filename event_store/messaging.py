@@ -18,11 +18,13 @@ and a watermark tells it that a quiet partition has nothing it missed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
 EVENT = "event"
 WATERMARK = "watermark"
@@ -81,9 +83,42 @@ def decode_headers(raw: Sequence[tuple[str, bytes]] | None) -> MessageHeaders:
         raise BadHeaders(f"not a relay message: headers {sorted(found)}") from exc
 
 
-async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+class KafkaAccess(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the brokers are and how to authenticate to them (every client uses the same)."""
+
+    bootstrap: str
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""  # empty: the system's trusted CAs
+    ssl_certfile: str = ""  # a client certificate (mutual TLS), with its key
+    ssl_keyfile: str = ""
+
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments every aiokafka client takes for this access."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        if self.security_protocol.endswith("SSL"):
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile or None,
+                certfile=self.ssl_certfile or None,
+                keyfile=self.ssl_keyfile or None,
+            )
+        return options
+
+
+async def ensure_topic(kafka: KafkaAccess, topic: str, partitions: int) -> None:
     """Create ``topic`` with ``partitions`` partitions unless it exists."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=10_000)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, partitions, 1)])
@@ -93,14 +128,14 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
-def make_producer(bootstrap: str, idempotent: bool, timeout_ms: int) -> AIOKafkaProducer:
+def make_producer(kafka: KafkaAccess, idempotent: bool, timeout_ms: int) -> AIOKafkaProducer:
     """The relay's producer: acks from all replicas, big batches, idempotence by setting.
 
     ``timeout_ms`` bounds each request, so a broker that stops answering fails a send instead
     of hanging it.
     """
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_options(),
         acks="all",
         enable_idempotence=idempotent,
         linger_ms=2,
@@ -111,12 +146,12 @@ def make_producer(bootstrap: str, idempotent: bool, timeout_ms: int) -> AIOKafka
 
 
 def make_consumer(
-    bootstrap: str, topic: str, group: str, batch: int, timeout_ms: int
+    kafka: KafkaAccess, topic: str, group: str, batch: int, timeout_ms: int
 ) -> AIOKafkaConsumer:
     """A projector's consumer: offsets committed by hand, after the batch was applied."""
     return AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **kafka.client_options(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -31,6 +31,7 @@ from event_store import outbox
 from event_store.lease import RELAY_LOCK, RelayLease
 from event_store.messaging import (
     WATERMARK,
+    KafkaAccess,
     MessageHeaders,
     encode_headers,
     ensure_topic,
@@ -57,7 +58,7 @@ FAILURES_BEFORE_NEW_PRODUCER = 3
 class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
     """What the relay needs to know."""
 
-    bootstrap: str
+    kafka: KafkaAccess
     topic: str
     partitions: int
     idempotent_producer: bool = False
@@ -140,14 +141,12 @@ class OutboxRelay:
     async def _lead(self, stop: asyncio.Event) -> None:
         """Publish until stopped or the lease is lost; Kafka errors are retried here."""
         config = self._config
-        producer = make_producer(
-            config.bootstrap, config.idempotent_producer, config.kafka_timeout_ms
-        )
+        producer = make_producer(config.kafka, config.idempotent_producer, config.kafka_timeout_ms)
         try:
             await self._bounded(producer.start())
             # Before the producer asks for the topic's metadata: a broker that creates topics
             # on demand would otherwise create it with its own default partition count.
-            await self._bounded(ensure_topic(config.bootstrap, config.topic, config.partitions))
+            await self._bounded(ensure_topic(config.kafka, config.topic, config.partitions))
             await self._load_chain()
             checked, failures = 0.0, 0
             while not stop.is_set():
@@ -177,7 +176,7 @@ class OutboxRelay:
                     await _sleep(stop, 1.0)
                     with contextlib.suppress(KafkaError, OSError, TimeoutError):
                         await self._bounded(
-                            ensure_topic(config.bootstrap, config.topic, config.partitions)
+                            ensure_topic(config.kafka, config.topic, config.partitions)
                         )
                     await self._load_chain()
                     continue
@@ -340,8 +339,8 @@ async def publish_all(config: RelayConfig, pool: AsyncConnectionPool[Any]) -> in
 
     For tests and benchmarks; return how many events were published.
     """
-    await ensure_topic(config.bootstrap, config.topic, config.partitions)
-    producer = make_producer(config.bootstrap, config.idempotent_producer, config.kafka_timeout_ms)
+    await ensure_topic(config.kafka, config.topic, config.partitions)
+    producer = make_producer(config.kafka, config.idempotent_producer, config.kafka_timeout_ms)
     await producer.start()
     relay = OutboxRelay(config, pool)
     total = 0

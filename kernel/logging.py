@@ -32,5 +32,7 @@ def configure_logging(service: str, fmt: str = "auto", level: str = "info") -> N
     structlog.contextvars.bind_contextvars(service=service)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(message)s")
     # Client libraries that log every request at INFO: only their warnings are news.
-    for noisy in ("elastic_transport", "elasticsearch", "aiokafka", "httpx"):
+    for noisy in ("elasticsearch", "aiokafka", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Its "node has failed" warnings repeat the error the caller handles and reports.
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)

@@ -27,6 +27,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_bootstrap: str = "127.0.0.1:19092"
     es_url: str = "http://127.0.0.1:19200"
     es_comments_alias: str = "tally-comments"
+    # Elasticsearch security: an API key (base64 "id:key", as Kibana shows it) and the CA that
+    # signed the cluster's certificate (empty: the system's trusted CAs).
+    es_api_key: str = ""
+    es_ca_certs: str = ""
     es_votes_alias: str = "tally-votes"
 
     # "local" (set by `make run` and the tests) allows the public development secret and
@@ -83,6 +87,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     comment_rate_window_seconds: int = 60
     max_body_bytes: int = 64 * 1024
 
+    # Kafka security (Confluent Cloud, MSK, Strimzi...): SASL and/or TLS.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""  # mutual TLS: the client's certificate and key
+    kafka_ssl_keyfile: str = ""
     kafka_topic: str = "tally.events"
     kafka_dlq_topic: str = "tally.events.dlq"
     kafka_partitions: int = 6
@@ -139,10 +151,30 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         if value is not None:
             raw[name] = value
     try:
-        return msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         field = str(exc).rsplit("$.", 1)[-1].rstrip("`")
         raise SettingsError(f"TALLY_{field.upper()}: {exc}") from None
+    _check_together(settings)
+    return settings
+
+
+def _check_together(settings: Settings) -> None:
+    """What no single field's type can say: settings that need each other, files that must
+    exist. Stops the start with the variable to fix instead of a failure at first use."""
+    if settings.kafka_security_protocol.startswith("SASL"):
+        for name in ("kafka_sasl_username", "kafka_sasl_password"):
+            if not getattr(settings, name):
+                raise SettingsError(
+                    f"TALLY_{name.upper()}: required when TALLY_KAFKA_SECURITY_PROTOCOL is "
+                    f"{settings.kafka_security_protocol}"
+                )
+    if settings.kafka_ssl_keyfile and not settings.kafka_ssl_certfile:
+        raise SettingsError("TALLY_KAFKA_SSL_CERTFILE: required with TALLY_KAFKA_SSL_KEYFILE")
+    for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "es_ca_certs"):
+        path = getattr(settings, name)
+        if path and not Path(path).is_file():
+            raise SettingsError(f"TALLY_{name.upper()}: no such file: {path}")
 
 
 def _value(env: Mapping[str, str], variable: str) -> str | None:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from psycopg_pool import AsyncConnectionPool
 
+from event_store.messaging import KafkaAccess
 from event_store.postgres import SELECT_ENVELOPE, envelope_from_row
 from projectors.base import CannotApply, Projection
 from schemas.codec import UnknownEventError
@@ -182,11 +183,11 @@ class DeadLetters:
     """Parks events of one projection and copies them to the DLQ topic (best effort)."""
 
     def __init__(
-        self, pool: AsyncConnectionPool[Any], projection: str, bootstrap: str, topic: str
+        self, pool: AsyncConnectionPool[Any], projection: str, kafka: KafkaAccess, topic: str
     ) -> None:
         self._pool = pool
         self._projection = projection
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._topic = topic
         self._producer: AIOKafkaProducer | None = None
 
@@ -196,7 +197,7 @@ class DeadLetters:
         try:
             if self._producer is None:
                 self._producer = AIOKafkaProducer(
-                    bootstrap_servers=self._bootstrap, request_timeout_ms=10_000
+                    **self._kafka.client_options(), request_timeout_ms=10_000
                 )
                 await self._producer.start()
             for row in rows:

@@ -32,7 +32,13 @@ from opentelemetry.trace import Span, SpanKind
 from prometheus_client import Counter, Gauge
 from psycopg_pool import AsyncConnectionPool
 
-from event_store.messaging import BadHeaders, decode_headers, ensure_topic, make_consumer
+from event_store.messaging import (
+    BadHeaders,
+    KafkaAccess,
+    decode_headers,
+    ensure_topic,
+    make_consumer,
+)
 from event_store.partitioning import partition_for
 from event_store.port import EventStore
 from kernel import tracing
@@ -82,7 +88,7 @@ CHECK_SECONDS = 2.0
 class RunnerConfig(msgspec.Struct, frozen=True, kw_only=True):
     """What a projector runner needs to know."""
 
-    bootstrap: str
+    kafka: KafkaAccess
     topic: str
     dlq_topic: str
     group_prefix: str
@@ -123,7 +129,7 @@ class ProjectorRunner:
         self.tracker = PartitionTracker()
         self._persisted = (0, 0)
         self._stop = asyncio.Event()
-        self._dead_letters = DeadLetters(pool, self._name, config.bootstrap, config.dlq_topic)
+        self._dead_letters = DeadLetters(pool, self._name, config.kafka, config.dlq_topic)
         self.delivery = Delivery(
             projection, pool, fence, self._dead_letters, self._stop, self._lost
         )
@@ -154,9 +160,7 @@ class ProjectorRunner:
     async def _consume(self, stop: asyncio.Event) -> None:
         config = self._config
         await self._until_ready(self.projection.setup)
-        await self._until_ready(
-            lambda: ensure_topic(config.bootstrap, config.topic, config.partitions)
-        )
+        await self._until_ready(lambda: ensure_topic(config.kafka, config.topic, config.partitions))
         await self._load_tracker()
         if not self.tracker.seen:
             # From nothing: what this projection writes from now on is whole.
@@ -167,7 +171,7 @@ class ProjectorRunner:
         log.info("projector_started", projection=self._name, low_water=self.applied_low_water)
         while not stop.is_set():
             consumer = make_consumer(
-                config.bootstrap,
+                config.kafka,
                 config.topic,
                 f"{config.group_prefix}.{self._name}",
                 config.batch_size,

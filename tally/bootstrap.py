@@ -52,6 +52,7 @@ from query_api.cursors import CursorSigner, cursor_key
 from query_api.es_reads import EsReads
 from query_api.live_hub import LiveHub
 from query_api.redis_reads import RedisReads
+from tally.clients import elasticsearch, kafka_access
 
 log = structlog.get_logger(__name__)
 
@@ -131,7 +132,7 @@ async def run_relay(settings: Settings) -> None:
 def relay_config(settings: Settings) -> RelayConfig:
     """The relay's part of the settings."""
     return RelayConfig(
-        bootstrap=settings.kafka_bootstrap,
+        kafka=kafka_access(settings),
         topic=settings.kafka_topic,
         partitions=settings.kafka_partitions,
         idempotent_producer=settings.kafka_idempotent_producer,
@@ -146,7 +147,7 @@ def relay_config(settings: Settings) -> RelayConfig:
 def runner_config(settings: Settings) -> RunnerConfig:
     """A projector runner's part of the settings."""
     return RunnerConfig(
-        bootstrap=settings.kafka_bootstrap,
+        kafka=kafka_access(settings),
         topic=settings.kafka_topic,
         dlq_topic=settings.kafka_dlq_topic,
         group_prefix=settings.kafka_group_prefix,
@@ -177,9 +178,7 @@ async def open_stores(
         health_check_interval=10,
         max_connections=64,
     )
-    es = AsyncElasticsearch(
-        settings.es_url, request_timeout=es_timeout, retry_on_timeout=False, max_retries=0
-    )
+    es = elasticsearch(settings, request_timeout=es_timeout, retry_on_timeout=False, max_retries=0)
     try:
         yield redis, es
     finally:
@@ -446,7 +445,7 @@ async def query_services(settings: Settings) -> AsyncIterator[QueryServices]:
             socket_connect_timeout=1,
         )
     )
-    es = AsyncElasticsearch(settings.es_url, request_timeout=5)
+    es = elasticsearch(settings, request_timeout=5)
     live = LiveHub(redis, settings.live_max_streams, settings.live_max_streams_per_client)
     live.start()
     try:

@@ -653,12 +653,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = get_settings()
     except SettingsError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
+        console.print(f"[red]configuration error:[/red] {exc}", soft_wrap=True)
         return 2
     try:
         return _dispatch(args, settings)
     except SettingsError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
+        console.print(f"[red]configuration error:[/red] {exc}", soft_wrap=True)
         return 2
     except Exception as exc:
         from tally.stack import StackError
@@ -697,6 +697,7 @@ def _unreachable(exc: BaseException, settings: Settings) -> str | None:
     import psycopg
     from aiokafka.errors import KafkaConnectionError
     from elastic_transport import ConnectionError as EsConnectionError
+    from elasticsearch import AuthenticationException, AuthorizationException
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -708,7 +709,12 @@ def _unreachable(exc: BaseException, settings: Settings) -> str | None:
         if isinstance(seen, RedisConnectionError | RedisTimeoutError):
             return f"Redis at {_address(settings.redis_url)}: {reason}"
         if isinstance(seen, EsConnectionError):
-            return f"Elasticsearch at {settings.es_url}: {reason}"
+            # Its own message is generic ("TLS error"); the cause says which.
+            cause = seen.__cause__ or seen.__context__
+            detail = str(cause).splitlines()[0] if cause and str(cause) else reason
+            return f"Elasticsearch at {settings.es_url}: {detail}"
+        if isinstance(seen, AuthenticationException | AuthorizationException):
+            return f"Elasticsearch at {settings.es_url}: credentials refused (TALLY_ES_API_KEY)"
         if isinstance(seen, KafkaConnectionError):
             return f"Kafka at {settings.kafka_bootstrap}: {reason}"
         seen = seen.__cause__ or seen.__context__
