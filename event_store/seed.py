@@ -38,6 +38,7 @@ def history(plan: SeedPlan) -> Iterator[PendingEvent]:
     count = min(plan.comments, plan.events)
     ids = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(count)]
     where = {c: f"topic-{n % plan.commentables}" for n, c in enumerate(ids)}
+    author = {c: f"user-{rng.randrange(plan.users)}" for c in ids}
     for n, comment_id in enumerate(ids):
         yield PendingEvent(
             stream_id=f"comment-{comment_id}",
@@ -45,7 +46,7 @@ def history(plan: SeedPlan) -> Iterator[PendingEvent]:
             event=CommentPosted(
                 comment_id=comment_id,
                 commentable_id=where[comment_id],
-                author_id=f"user-{rng.randrange(plan.users)}",
+                author_id=author[comment_id],
                 content=f"seeded comment {n} about {where[comment_id]}",
             ),
         )
@@ -67,6 +68,7 @@ def history(plan: SeedPlan) -> Iterator[PendingEvent]:
             event=kind(
                 comment_id=comment_id,
                 commentable_id=where[comment_id],
+                comment_author_id=author[comment_id],
                 user_id=user,
                 value=new,
                 previous=value,

@@ -40,6 +40,8 @@ VOTES_MAPPING: dict[str, Any] = {
         "event_type": {"type": "keyword"},
         "comment_id": {"type": "keyword"},
         "commentable_id": {"type": "keyword"},
+        "parent_id": {"type": "keyword"},
+        "comment_author_id": {"type": "keyword"},
         "user_id": {"type": "keyword"},
         "value": {"type": "byte"},
         "previous": {"type": "byte"},

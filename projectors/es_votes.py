@@ -38,6 +38,8 @@ def vote_document(envelope: Envelope) -> dict[str, Any] | None:
         "event_type": type(event).__name__,
         "comment_id": str(event.comment_id),
         "commentable_id": event.commentable_id,
+        "parent_id": str(event.parent_id) if event.parent_id else None,
+        "comment_author_id": event.comment_author_id,
         "user_id": event.user_id,
         "value": event.value,
         "previous": event.previous,

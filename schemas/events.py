@@ -46,6 +46,9 @@ class VoteEventBase(BaseEvent, frozen=True, kw_only=True):
     user_id: str
     value: VoteValue
     previous: VoteValue
+    # Who wrote the comment, as the decider knew it: analysts count votes received per author
+    # without a join. ``None`` in events written before the field existed.
+    comment_author_id: str | None = None
 
     @property
     def delta(self) -> int:

@@ -62,6 +62,7 @@ def decide(command: VoteCommand, state: VoteState) -> list[VoteEvent]:
             comment_id=command.comment_id,
             commentable_id=comment.commentable_id,
             parent_id=comment.parent_id,
+            comment_author_id=comment.author_id,
             user_id=command.user_id,
             value=new,
             previous=state.value,

@@ -169,10 +169,17 @@ async def test_a_vote_over_http_shows_in_redis_and_both_indices(
             vote_docs = await es.search(
                 index=f"{VOTES_ALIAS}-v1", query={"term": {"comment_id": posted["id"]}}
             )
-            return bool(vote_docs["hits"]["hits"])
+            found.extend(hit["_source"] for hit in vote_docs["hits"]["hits"])
+            return bool(found)
 
+        found: list[dict[str, Any]] = []
         await eventually(everywhere, 30)
         print(f"vote visible in Redis and both indices after {time.monotonic() - started:.2f} s")
+        # The analyst's document says whose comment got the vote, and where it sits.
+        assert {(d["user_id"], d["comment_author_id"], d["commentable_id"]) for d in found} == {
+            ("alice", "alice", tag)
+        }
+        assert found[0]["parent_id"] is None
     finally:
         await es.close()
         for proc in workers:

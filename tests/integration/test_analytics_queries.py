@@ -66,7 +66,7 @@ def buckets(result: dict[str, Any], name: str) -> dict[Any, int]:
 
 
 def test_the_doc_has_five_queries() -> None:
-    assert sorted(doc_queries()) == [1, 2, 3, 4, 5]
+    assert sorted(doc_queries()) == [1, 2, 3, 4, 5, 6]
 
 
 async def test_votes_per_hour(votes_index: Any) -> None:
@@ -114,3 +114,16 @@ async def test_net_score_movement_per_day(votes_index: Any) -> None:
     result = await run(es, alias, 5, comment_id=comment_id)
     net = sum(b["net"]["value"] for b in result["aggregations"]["per_day"]["buckets"])
     assert net == sum(v.event.delta for v in votes if str(v.event.comment_id) == comment_id)
+
+
+async def test_votes_received_per_author(votes_index: Any) -> None:
+    es, alias, votes = votes_index
+    result = await run(es, alias, 6, commentable_id="post-a")
+    mine = [v for v in votes if v.event.commentable_id == "post-a"]
+    assert all(v.event.comment_author_id for v in mine)
+    assert buckets(result, "authors") == Counter(v.event.comment_author_id for v in mine)
+    net = {b["key"]: b["net"]["value"] for b in result["aggregations"]["authors"]["buckets"]}
+    expected: Counter[str] = Counter()
+    for v in mine:
+        expected[v.event.comment_author_id] += v.event.delta
+    assert net == dict(expected)

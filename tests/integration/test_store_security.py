@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 import trustme
+from elasticsearch import AsyncElasticsearch
 from psycopg_pool import AsyncConnectionPool
 
 from kernel.settings import Settings
@@ -78,14 +80,24 @@ async def test_a_replay_and_verify_go_through_tls_with_an_api_key(
     ca, path = ca_file
     await record_history(apool, 30, seed=11)
     upstream = settings.es_url.removeprefix("http://")
+    alias = f"test-secure-votes-{uuid.uuid4().hex[:8]}"
     async with tls_front(upstream, ca) as port:
         secured = msgspec.structs.replace(
-            settings, es_url=f"https://127.0.0.1:{port}", es_api_key=API_KEY, es_ca_certs=str(path)
+            settings,
+            es_url=f"https://127.0.0.1:{port}",
+            es_api_key=API_KEY,
+            es_ca_certs=str(path),
+            es_votes_alias=alias,
         )
-        replayed = await run_cli(secured, "replay", "--projection", "votes")
-        assert replayed.returncode == 0, replayed.stderr
-        verified = await run_cli(secured, "verify", "--projection", "votes", "--wait", "5")
-        assert verified.returncode == 0, verified.stdout + verified.stderr
+        try:
+            replayed = await run_cli(secured, "replay", "--projection", "votes")
+            assert replayed.returncode == 0, replayed.stderr
+            verified = await run_cli(secured, "verify", "--projection", "votes", "--wait", "5")
+            assert verified.returncode == 0, verified.stdout + verified.stderr
+        finally:
+            async with AsyncElasticsearch(settings.es_url) as es:
+                for index in await es.indices.get(index=f"{alias}-*"):
+                    await es.indices.delete(index=index)
 
 
 async def test_a_wrong_key_or_an_untrusted_certificate_is_one_line(
@@ -103,7 +115,7 @@ async def test_a_wrong_key_or_an_untrusted_certificate_is_one_line(
         }
         for expected, (key, trusted) in cases.items():
             wrong = msgspec.structs.replace(
-                settings, es_url=url, es_api_key=key, es_ca_certs=trusted
+                settings, es_url=url, es_api_key=key, es_ca_certs=trusted, es_votes_alias="none"
             )
             done = await run_cli(wrong, "verify", "--projection", "votes", "--wait", "1")
             lines = [line for line in done.stderr.splitlines() if line.strip()]

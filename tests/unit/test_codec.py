@@ -54,3 +54,12 @@ def test_a_missing_upcaster_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(codec, "CURRENT_SCHEMA_VERSION", 3)
     with pytest.raises(UnknownEventError, match="no upcaster for VoteCast v1"):
         decode_event("VoteCast", 1, b'{"type": "VoteCast"}')
+
+
+def test_a_vote_written_before_the_author_field_still_decodes() -> None:
+    from schemas.codec import decode_event
+
+    old = b'{"type":"VoteCast","comment_id":"6f1c1f3e-1d7b-4b8e-9a53-0c1a2b3c4d5e",'
+    old += b'"commentable_id":"p","user_id":"u","value":1,"previous":0}'
+    event = decode_event("VoteCast", 1, old)
+    assert isinstance(event, VoteCast) and event.comment_author_id is None

@@ -22,7 +22,14 @@ def state(value: int = 0, version: int = 0, comment: CommentState = LIVE) -> Vot
 
 def test_a_first_upvote_is_cast_from_zero() -> None:
     assert vote.decide(CastVote(comment_id=CID, user_id="bob", value=1), state()) == [
-        VoteCast(comment_id=CID, commentable_id="post-1", user_id="bob", value=1, previous=0)
+        VoteCast(
+            comment_id=CID,
+            commentable_id="post-1",
+            comment_author_id="alice",
+            user_id="bob",
+            value=1,
+            previous=0,
+        )
     ]
 
 
@@ -35,7 +42,12 @@ def test_changing_a_vote_moves_the_score_by_two() -> None:
 def test_retracting_records_the_previous_value() -> None:
     [event] = vote.decide(RetractVote(comment_id=CID, user_id="bob"), state(-1, 1))
     assert event == VoteRetracted(
-        comment_id=CID, commentable_id="post-1", user_id="bob", value=0, previous=-1
+        comment_id=CID,
+        commentable_id="post-1",
+        comment_author_id="alice",
+        user_id="bob",
+        value=0,
+        previous=-1,
     )
 
 
