@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
 import sys
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import msgspec
 from rich.console import Console
@@ -20,7 +24,7 @@ from kernel.settings import Settings, SettingsError, get_settings
 if TYPE_CHECKING:
     from projectors.replay import Progress
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one message, one line: greppable
 
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,6 +48,57 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
         Console().print(table)
         return 0 if all(r.running for r in rows) else 1
     return 0
+
+
+def _backup(args: argparse.Namespace, settings: Settings) -> int:
+    from tally.backup import Backups
+    from tally.stack import Postgres
+
+    backups = Backups(Postgres(settings, _pg_port(settings)))
+    if not args.list:
+        console.print(f"backing up PostgreSQL ({args.type}) into {backups.repository}...")
+        backups.backup(args.type)
+    found = backups.list()
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    table = Table("backup", "type", "started", "took", "size", "WAL from", "WAL to")
+    for b in found:
+        started, stopped = b["timestamp"]["start"], b["timestamp"]["stop"]
+        table.add_row(
+            b["label"],
+            b["type"],
+            datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+            f"{stopped - started} s",
+            f"{b['info']['repository']['delta'] / 1e6:.1f} MB",
+            b["archive"]["start"],
+            b["archive"]["stop"],
+        )
+    Console().print(table)
+    return 0
+
+
+def _restore(args: argparse.Namespace, settings: Settings) -> int:
+    from tally.backup import Backups
+    from tally.stack import Postgres
+
+    backups = Backups(Postgres(settings, _pg_port(settings)))
+    target = Path(args.to).resolve()
+    if args.stop:
+        backups.stop_restored(target)
+        console.print(f"stopped the server of {target}")
+        return 0
+    until = f" up to {args.time}" if args.time else ""
+    console.print(f"restoring the latest backup into {target}{until}...")
+    restored = backups.restore(target, args.port, args.time)
+    database = urlsplit(settings.pg_dsn).path.lstrip("/") or "postgres"
+    console.print(f"running on port {restored.port} (log: {restored.log_file}); use it with")
+    print(f"TALLY_PG_DSN={restored.dsn(database)}")
+    return 0
+
+
+def _pg_port(settings: Settings) -> int:
+    return urlsplit(settings.pg_dsn).port or 5432
 
 
 def _migrate(settings: Settings) -> int:
@@ -626,6 +681,36 @@ def build_parser() -> argparse.ArgumentParser:
     dq.add_argument("action", choices=["list", "show", "retry", "skip"])
     dq.add_argument("--projection", choices=["redis", "comments", "votes"])
     dq.add_argument("--position", type=int, help="the parked event (show, skip)")
+    bk = _command(
+        sub,
+        "backup",
+        "back up the local stack's PostgreSQL with pgBackRest, or list the backups",
+        "The event log is the source of truth, so it is what is backed up. The first backup\n"
+        "configures pgBackRest and, from then on, every WAL segment is archived, so\n"
+        "`tally restore --time` can reach any moment after it. Two full backups are kept.",
+        ["tally backup", "tally backup --type incr", "tally backup --list --json"],
+    )
+    bk.add_argument("--type", choices=["full", "diff", "incr"], default="full")
+    bk.add_argument("--list", action="store_true", help="only list the backups")
+    bk.add_argument("--json", action="store_true", help="the list as JSON (pgBackRest's)")
+    rs = _command(
+        sub,
+        "restore",
+        "restore the latest backup into a new data directory and start a server on it",
+        "Archived WAL is replayed to the end, or to --time (point-in-time restore). The live\n"
+        "server is left alone: point TALLY_PG_DSN at the printed DSN, then `tally replay` and\n"
+        "`tally verify` rebuild and check every read model from the restored log.",
+        [
+            "tally restore --to /var/lib/postgresql/drill --port 25433",
+            "tally restore --to /var/lib/postgresql/drill --port 25433 "
+            "--time '2026-11-26 23:10:00+00'",
+            "tally restore --to /var/lib/postgresql/drill --stop",
+        ],
+    )
+    rs.add_argument("--to", required=True, help="a new, empty directory for the data")
+    rs.add_argument("--port", type=int, default=25433, help="the restored server's port")
+    rs.add_argument("--time", help="recover up to this moment (a timestamp with a time zone)")
+    rs.add_argument("--stop", action="store_true", help="stop the server restored into --to")
     ev = _command(
         sub,
         "events",
@@ -679,6 +764,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _stack(args, settings)
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command == "backup":
+        return _backup(args, settings)
+    if args.command == "restore":
+        return _restore(args, settings)
     if args.command == "token":
         return _token(args, settings)
     if args.command == "serve":

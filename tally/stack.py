@@ -27,6 +27,13 @@ import psycopg
 
 from kernel.settings import Settings
 
+BACKUP_STANZA = "tally"  # pgBackRest's name for this cluster
+# A server restored from a backup needs at least these (max_connections above all).
+PG_TUNING = (
+    "-c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB"
+    " -c synchronous_commit=on"
+)
+
 
 class StackError(RuntimeError):
     """A server could not be installed, started or reached; the message says what to do."""
@@ -235,6 +242,18 @@ class Postgres(Server):
     def install(self) -> None:
         if not glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"):
             _apt_install("postgresql")
+        if not shutil.which("pgbackrest"):  # backups and WAL archiving (tally.backup)
+            _apt_install("pgbackrest")
+
+    @property
+    def archiver(self) -> Path:
+        """The ``archive_command``: hands each WAL segment to pgBackRest once ``tally backup``
+        has configured it, and drops it before (with no backup there is nothing to replay)."""
+        return self.runtime / "pgbackrest-archive-push"  # pgBackRest wants its name in it
+
+    def as_owner(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` as the server's user (the only one who may read its files)."""
+        return self._as_owner(argv)
 
     def answers(self) -> bool:
         if not port_open(self.port):
@@ -291,9 +310,10 @@ class Postgres(Server):
             )
             if init.returncode != 0:
                 raise StackError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
+        self._write_archiver()
         options = (
-            f"-p {self.port} -k {self.runtime} -c listen_addresses=127.0.0.1"
-            " -c max_connections=200 -c shared_buffers=256MB -c synchronous_commit=on"
+            f"-p {self.port} -k {self.runtime} {PG_TUNING}"
+            f" -c archive_mode=on -c archive_command='{self.archiver} %p'"
         )
         start = self._as_owner(
             [
@@ -314,6 +334,23 @@ class Postgres(Server):
             raise StackError(f"pg_ctl start failed ({self.log_file}): {start.stdout.strip()}")
         pid = (self.data / "postmaster.pid").read_text().split()[0]
         self.pid_file.write_text(pid)
+
+    @property
+    def backup_config(self) -> Path:
+        """pgBackRest's configuration, written by ``tally backup`` (``tally.backup``)."""
+        return self.runtime / "pgbackrest.conf"
+
+    def _write_archiver(self) -> None:
+        conf = self.backup_config
+        self.archiver.write_text(
+            "#!/bin/sh\n"
+            f"[ -f {conf} ] || exit 0\n"
+            f'exec pgbackrest --config={conf} --stanza={BACKUP_STANZA} archive-push "$1"\n'
+        )
+        self.archiver.chmod(0o755)
+        if self.run_as:
+            owner = pwd.getpwnam(self.run_as)
+            os.chown(self.archiver, owner.pw_uid, owner.pw_gid)
 
     def stop(self) -> None:
         if self.pid() is None:
