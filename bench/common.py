@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kernel.settings import Settings
+from tally.clients import redis_client
 from tally.processes import serve
 
 
@@ -190,11 +191,10 @@ async def with_history(events: int) -> Settings:
 
 async def drop_keyspace(settings: Settings, generation: str | None = None) -> None:
     """Remove the bench's Redis generation, so benchmarks leave the run stack as they found it."""
-    from redis.asyncio import Redis
 
     from projectors.generations import delete_generation
 
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     try:
         await delete_generation(redis, generation or settings.redis_generation)
     finally:

@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 import uvloop
-from redis.asyncio import Redis
 
 from bench.common import (
     Connection,
@@ -35,6 +34,7 @@ from bench.common import (
 )
 from kernel.auth import mint_token
 from kernel.settings import Settings, as_environment, get_settings
+from tally.clients import redis_subscriber
 from tally.processes import stop as stop_service
 
 PORT = 18400
@@ -45,7 +45,7 @@ async def measure(settings: Settings, rate: int, seconds: float) -> dict[str, An
     tokens = [mint_token(f"user-{n}", settings.jwt_secret, 3600) for n in range(users)]
     comments = await post_comments(PORT, tokens, 200, "lag")
     weights = [1 / (rank + 1) for rank in range(len(comments))]
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_subscriber(settings)
     pubsub = redis.pubsub()
     await pubsub.psubscribe("tally:live:*")
     seen: dict[str, list[tuple[int, float]]] = {}
@@ -110,7 +110,7 @@ async def measure(settings: Settings, rate: int, seconds: float) -> dict[str, An
     lags.sort()
     for conn in connections:
         await conn.close()
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
     await redis.aclose()
     return {
         "rate_asked": rate,

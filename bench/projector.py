@@ -16,7 +16,6 @@ from typing import Any
 
 import uvloop
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
 
 from bench.common import (
     drop_keyspace,
@@ -29,6 +28,7 @@ from kernel.settings import get_settings
 from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import LOW_WATER
 from tally.bootstrap import projector_runner, relay_config
+from tally.clients import redis_client
 
 
 async def main(events: int) -> None:
@@ -38,7 +38,7 @@ async def main(events: int) -> None:
     )
     await pool.open()
     await publish_all(relay_config(settings), pool)
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     runner = projector_runner(
         settings, RedisScoresProjection(redis, settings.redis_generation), pool
     )

@@ -19,7 +19,6 @@ from typing import Any
 import msgspec
 import uvloop
 from elasticsearch import AsyncElasticsearch
-from redis.asyncio import Redis
 
 from bench.common import (
     Connection,
@@ -35,6 +34,7 @@ from projectors.base import Projection
 from projectors.es_comments import EsCommentsProjection
 from projectors.redis_scores import RedisScoresProjection
 from schemas.envelope import Envelope
+from tally.clients import redis_client
 from tally.processes import stop as stop_service
 
 PORT = 18500
@@ -58,7 +58,7 @@ async def build_thread(settings: Settings, comments: int) -> list[str]:
         )
         for n, p in enumerate(pending, start=1)
     ]
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     es = AsyncElasticsearch(settings.es_url, request_timeout=60)
     projections: list[Projection] = [
         RedisScoresProjection(redis, settings.redis_generation),

@@ -14,7 +14,6 @@ import sys
 import time
 
 import uvloop
-from redis.asyncio import Redis
 
 from bench.common import bench_settings, drop_keyspace, fresh_bench_database, prepare_stack, report
 from event_store.seed import SeedPlan, seed
@@ -23,6 +22,7 @@ from projectors.generations import Generations
 from projectors.rebuilds import RedisGenerationRebuild
 from projectors.redis_keys import pointer_key
 from projectors.replay import replay
+from tally.clients import redis_client
 
 
 async def main(events: int, batch_size: int) -> None:
@@ -33,7 +33,7 @@ async def main(events: int, batch_size: int) -> None:
     await seed(settings.pg_dsn, plan, outbox=False)
     print(f"seeded {events:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     try:
         result = await replay(
             settings.pg_dsn,

@@ -24,10 +24,10 @@ from collections.abc import Callable
 import msgspec
 import structlog
 from prometheus_client import Counter
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from kernel.coalesce import TickBatcher
+from kernel.redis_client import AnyRedis, queue_script
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +96,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         limits: dict[str, Limit],
         timeout: float = 0.05,
         pause: float = 1.0,
@@ -164,10 +164,10 @@ class RateLimiter:
             for user_id, action, cost in checks:
                 limit = self._limits[action]
                 window_ms = limit.window_seconds * 1000
-                pipe.evalsha(
+                queue_script(
+                    pipe,
                     self._sha,
-                    1,
-                    f"tally:ratelimit:{{{user_id}}}:{action}",
+                    [f"tally:ratelimit:{{{user_id}}}:{action}"],
                     str(window_ms / limit.limit),
                     str(window_ms),
                     str(cost),

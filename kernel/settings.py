@@ -24,6 +24,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = ".tally/run"
     pg_dsn: str = "postgresql://postgres@127.0.0.1:15432/tally"
     redis_url: str = "redis://127.0.0.1:16379/0"
+    # "cluster": redis_url names one node of a Redis Cluster (the client finds the others).
+    redis_mode: Literal["standalone", "cluster"] = "standalone"
     kafka_bootstrap: str = "127.0.0.1:19092"
     es_url: str = "http://127.0.0.1:19200"
     es_comments_alias: str = "tally-comments"

@@ -16,8 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import cast
 
-from redis.asyncio import Redis
-
+from kernel.redis_client import AnyRedis
 from projectors.redis_keys import generation_pattern, pointer_key
 
 # Readers cache the pointer this long; a rebuild waits longer before it stops updating the
@@ -35,7 +34,7 @@ def next_generation(base: str, current: str) -> str:
 class Generations:
     """Reads and moves the pointer of one family of generations."""
 
-    def __init__(self, redis: Redis, base: str) -> None:
+    def __init__(self, redis: AnyRedis, base: str) -> None:
         self.redis = redis
         self.base = base
         self._key = pointer_key(base)
@@ -83,7 +82,9 @@ class Generations:
         return await delete_generation(self.redis, generation)
 
 
-async def scan_batches(redis: Redis, pattern: str, size: int = 5000) -> AsyncIterator[list[bytes]]:
+async def scan_batches(
+    redis: AnyRedis, pattern: str, size: int = 5000
+) -> AsyncIterator[list[bytes]]:
     """The keys matching ``pattern``, in lists of up to ``size`` (SCAN: never blocks Redis)."""
     batch: list[bytes] = []
     async for key in redis.scan_iter(pattern, count=size):
@@ -95,7 +96,7 @@ async def scan_batches(redis: Redis, pattern: str, size: int = 5000) -> AsyncIte
         yield batch
 
 
-async def delete_generation(redis: Redis, generation: str) -> int:
+async def delete_generation(redis: AnyRedis, generation: str) -> int:
     """Delete every key of ``generation``, live or not; returns how many."""
     dropped = 0
     async for keys in scan_batches(redis, generation_pattern(generation)):

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
-from redis.asyncio import Redis
-
+from kernel.redis_client import AnyRedis
 from projectors.redis_keys import low_water_key
 
 _RAISE = (
@@ -24,7 +23,7 @@ _RAISE = (
 class ProgressBoard:
     """The low-water marks of one deployment's projections."""
 
-    def __init__(self, redis: Redis, deployment: str) -> None:
+    def __init__(self, redis: AnyRedis, deployment: str) -> None:
         self.redis = redis
         self.deployment = deployment
 

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 import structlog
 from elasticsearch import AsyncElasticsearch, NotFoundError
-from redis.asyncio import Redis
 
+from kernel.redis_client import AnyRedis
 from projectors import es_indices, redis_scores
 from projectors.base import Projection
 from projectors.generations import GRACE_SECONDS, Generations, next_generation
@@ -56,7 +56,7 @@ class RedisGenerationRebuild:
     name = "redis"
     batch_size = 100_000
 
-    def __init__(self, redis: Redis, base: str) -> None:
+    def __init__(self, redis: AnyRedis, base: str) -> None:
         self._generations = Generations(redis, base)
         self._redis = redis
         self._target: RedisRebuild | None = None

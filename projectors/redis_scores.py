@@ -20,9 +20,9 @@ from importlib import resources
 from typing import Any, cast
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
+from kernel.redis_client import AnyRedis, get_many, queue_script
 from projectors import redis_keys
 from projectors.base import CannotApply, ReadModelLost
 from projectors.compaction import CommentChange, compact
@@ -48,13 +48,13 @@ _msgpack = msgspec.msgpack.Encoder()
 
 
 async def _run_script(
-    redis: Redis, sha: str, calls: Sequence[tuple[list[str], Sequence[Any]]]
+    redis: AnyRedis, sha: str, calls: Sequence[tuple[list[str], Sequence[Any]]]
 ) -> list[Any]:
     results: list[Any] = []
     for start in range(0, len(calls), _CALLS_PER_PIPELINE):
         async with redis.pipeline(transaction=False) as pipe:
             for keys, args in calls[start : start + _CALLS_PER_PIPELINE]:
-                pipe.evalsha(sha, len(keys), *keys, *args)
+                queue_script(pipe, sha, keys, *args)
             # Errors come back as they are: raised by the pipeline, their message is lost
             # (redis-py), and the message is what tells OOM or BUSY from a failing script.
             replies = await pipe.execute(raise_on_error=False)
@@ -86,7 +86,7 @@ class _Blocks:
         return self._index[key]
 
 
-async def _record(redis: Redis, generation: str, envelopes: Sequence[Envelope]) -> None:
+async def _record(redis: AnyRedis, generation: str, envelopes: Sequence[Envelope]) -> None:
     """Where each new comment lives (so a reader can find its keys from its id)."""
     posted = [e.event for e in envelopes if isinstance(e.event, CommentPosted)]
     if not posted:
@@ -102,7 +102,7 @@ class RedisScoresProjection:
 
     name = "redis"
 
-    def __init__(self, redis: Redis, generation: str = "1") -> None:
+    def __init__(self, redis: AnyRedis, generation: str = "1") -> None:
         self._redis = redis
         self.generations = Generations(redis, generation)
         self._sha = ""
@@ -255,7 +255,7 @@ class RedisScoresProjection:
         return blocks.keys, args
 
 
-async def mark_intact(redis: Redis, generation: str) -> None:
+async def mark_intact(redis: AnyRedis, generation: str) -> None:
     """Set a generation's ``intact`` marker."""
     await cast(Awaitable[Any], redis.set(redis_keys.intact_key(generation), "1"))
 
@@ -268,7 +268,7 @@ class RedisRebuild:
     one at a time through the live script (which skips what it has).
     """
 
-    def __init__(self, redis: Redis, generation: str) -> None:
+    def __init__(self, redis: AnyRedis, generation: str) -> None:
         self._redis = redis
         self.generation = generation
         self._events = RedisScoresProjection(redis, generation)
@@ -288,7 +288,7 @@ class RedisRebuild:
         """Rank every comment of the generation from its counts; from now on, rank as we go."""
         ranked = 0
         async for keys in scan_batches(self._redis, redis_keys.where_pattern(self.generation)):
-            commentables = await self._redis.mget(keys)
+            commentables = await get_many(self._redis, keys)
             by_commentable: dict[str, list[str]] = defaultdict(list)
             for key, commentable in zip(keys, commentables, strict=True):
                 if commentable is not None:

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from kernel.coalesce import TickBatcher
+from kernel.redis_client import AnyRedis, get_many
 from projectors.generations import READER_CACHE_SECONDS, Generations
 from projectors.progress import ProgressBoard
 from projectors.redis_keys import (
@@ -67,7 +67,7 @@ class RedisReads:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         generation: str,
         snapshot_s: int,
         cursor_ttl_s: int,
@@ -118,7 +118,7 @@ class RedisReads:
         unknown = [c for c in comment_ids if c not in self._where]
         if unknown:
             generation = await self.generation()
-            values = await self.redis.mget([where_key(generation, c) for c in unknown])
+            values = await get_many(self.redis, [where_key(generation, c) for c in unknown])
             if len(self._where) > 500_000:
                 self._where.clear()
             for comment_id, value in zip(unknown, values, strict=True):

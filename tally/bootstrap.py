@@ -21,7 +21,6 @@ from elasticsearch import AsyncElasticsearch
 from litestar import Litestar
 from prometheus_client import start_http_server
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from command_api.app import CommandApiConfig, CommandServices
 from command_api.app import create_app as create_command_app
@@ -33,6 +32,7 @@ from command_api.work import Outcome, WorkItem
 from event_store.postgres import PostgresEventStore, connection_options
 from event_store.relay import OutboxRelay, RelayConfig
 from kernel.auth import AuthConfig, TokenVerifier, auth_config_problems
+from kernel.redis_client import AnyRedis
 from kernel.settings import Settings, SettingsError, get_settings
 from kernel.web_contract import parse_origins
 from projectors.base import Projection
@@ -52,7 +52,7 @@ from query_api.cursors import CursorSigner, cursor_key
 from query_api.es_reads import EsReads
 from query_api.live_hub import LiveHub
 from query_api.redis_reads import RedisReads
-from tally.clients import elasticsearch, kafka_access
+from tally.clients import elasticsearch, kafka_access, redis_client, redis_subscriber
 
 log = structlog.get_logger(__name__)
 
@@ -169,10 +169,10 @@ def reconciler_config(settings: Settings) -> ReconcilerConfig:
 @contextlib.asynccontextmanager
 async def open_stores(
     settings: Settings, es_timeout: float
-) -> AsyncIterator[tuple[Redis, AsyncElasticsearch]]:
+) -> AsyncIterator[tuple[AnyRedis, AsyncElasticsearch]]:
     """Clients of the read-model stores, closed afterwards; every call has a deadline."""
-    redis = Redis.from_url(
-        settings.redis_url,
+    redis = redis_client(
+        settings,
         socket_timeout=BACKEND_REDIS_TIMEOUT,
         socket_connect_timeout=2,
         health_check_interval=10,
@@ -193,7 +193,7 @@ async def open_projections(settings: Settings, names: list[str]) -> AsyncIterato
         yield build_projections(settings, names, redis, es)
 
 
-def rebuild_of(settings: Settings, name: str, redis: Redis, es: AsyncElasticsearch) -> Rebuild:
+def rebuild_of(settings: Settings, name: str, redis: AnyRedis, es: AsyncElasticsearch) -> Rebuild:
     """The rebuild of one projection, on the given clients."""
     if name == "redis":
         return RedisGenerationRebuild(redis, settings.redis_generation)
@@ -296,7 +296,7 @@ async def _until_one_fails(jobs: list[Any], stop: asyncio.Event) -> None:
 
 
 def build_projections(
-    settings: Settings, names: list[str], redis: Redis, es: AsyncElasticsearch
+    settings: Settings, names: list[str], redis: AnyRedis, es: AsyncElasticsearch
 ) -> list[Projection]:
     """The named projections on the given clients."""
     available: dict[str, Projection] = {
@@ -365,8 +365,8 @@ async def command_services(settings: Settings) -> AsyncIterator[CommandServices]
         ),
     )
     await pool.open()
-    redis = Redis.from_url(
-        settings.redis_url,
+    redis = redis_client(
+        settings,
         socket_timeout=settings.redis_timeout_ms / 1000,
         socket_connect_timeout=settings.redis_timeout_ms / 1000,
         max_connections=64,
@@ -436,17 +436,20 @@ def command_app(settings: Settings | None = None) -> Litestar:
 @contextlib.asynccontextmanager
 async def query_services(settings: Settings) -> AsyncIterator[QueryServices]:
     """The query API's readers on Redis and Elasticsearch, every call bounded."""
-    redis = Redis(
-        connection_pool=BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=64,  # bounded: past it a read waits a second, then fails (503)
-            timeout=1,
-            socket_timeout=2,
-            socket_connect_timeout=1,
-        )
+    redis = redis_client(
+        settings,
+        pool_wait=1,  # bounded: past 64 connections a read waits a second, then fails (503)
+        max_connections=64,
+        socket_timeout=2,
+        socket_connect_timeout=1,
     )
     es = elasticsearch(settings, request_timeout=5)
-    live = LiveHub(redis, settings.live_max_streams, settings.live_max_streams_per_client)
+    subscriber = redis_subscriber(settings)
+    live = LiveHub(
+        subscriber,
+        settings.live_max_streams,
+        settings.live_max_streams_per_client,
+    )
     live.start()
     try:
         yield QueryServices(
@@ -468,6 +471,7 @@ async def query_services(settings: Settings) -> AsyncIterator[QueryServices]:
         )
     finally:
         await live.close()
+        await subscriber.aclose()
         await redis.aclose()
         await es.close()
 

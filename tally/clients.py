@@ -1,13 +1,16 @@
-"""Clients of Kafka and Elasticsearch built from the settings: one place knows how to reach
-and authenticate to each store, so every process and command does it the same way."""
+"""Clients of Kafka, Elasticsearch and Redis built from the settings: one place knows how to
+reach and authenticate to each store, so every process and command does it the same way."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 
 from event_store.messaging import KafkaAccess
+from kernel.redis_client import AnyRedis
 from kernel.settings import Settings
 
 
@@ -38,3 +41,25 @@ def elasticsearch_options(settings: Settings) -> dict[str, Any]:
 def elasticsearch(settings: Settings, **client: Any) -> AsyncElasticsearch:
     """An Elasticsearch client for this deployment; ``client``: timeouts, retries."""
     return AsyncElasticsearch(**elasticsearch_options(settings), **client)
+
+
+def redis_client(settings: Settings, pool_wait: float | None = None, **options: Any) -> AnyRedis:
+    """A Redis client for ``TALLY_REDIS_MODE``; ``options``: timeouts, connections (per node
+    in a cluster). ``pool_wait``: with every connection busy, wait this long for one, then fail
+    (one server; a cluster client fails at once)."""
+    if settings.redis_mode == "cluster":
+        return RedisCluster.from_url(settings.redis_url, **options)
+    if pool_wait is not None:
+        pool = BlockingConnectionPool.from_url(settings.redis_url, timeout=pool_wait, **options)
+        return Redis(connection_pool=pool)
+    client: Redis = Redis.from_url(settings.redis_url, **options)
+    return client
+
+
+def redis_subscriber(settings: Settings) -> Redis:
+    """A connection for pub/sub. In a cluster, the node ``TALLY_REDIS_URL`` names hears every
+    PUBLISH (classic pub/sub is broadcast to all nodes), so one node is enough."""
+    client: Redis = Redis.from_url(
+        settings.redis_url, socket_connect_timeout=1, health_check_interval=10
+    )
+    return client

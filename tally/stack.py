@@ -7,6 +7,7 @@ Each server records the pid it started in ``<data-dir>/<name>/pid``; ``down`` st
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import hashlib
 import os
@@ -384,28 +385,130 @@ class RedisServer(Server):
             return False
 
     def launch(self) -> None:
+        self._spawn(self.argv(self.port, self.home))
+
+    @staticmethod
+    def argv(port: int, folder: Path) -> list[str]:
+        """A private redis-server on ``port`` keeping its AOF in ``folder``."""
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self._spawn(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.home),
-                "--appendonly",
+        return [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]
+
+
+def _redis_answer(port: int, command: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        sock.sendall(command + b"\r\n")
+        return sock.recv(4096)
+
+
+class RedisClusterServer(RedisServer):
+    """A real Redis Cluster: three masters on ``port``, ``port + 1`` and ``port + 2``, joined
+    by ``redis-cli --cluster create`` (hash slots split in three), AOF on like the single one."""
+
+    name = "redis-cluster"
+    size = 3
+
+    @property
+    def nodes(self) -> list[int]:
+        return [self.port + n for n in range(self.size)]
+
+    def _node_home(self, port: int) -> Path:
+        return self.home / f"node-{port}"
+
+    def pid(self) -> int | None:
+        pids = []
+        for port in self.nodes:
+            try:
+                pids.append(int((self._node_home(port) / "pid").read_text().strip()))
+            except (FileNotFoundError, ValueError):
+                return None
+        return pids[0] if all(_pid_alive(p) for p in pids) else None
+
+    def answers(self) -> bool:
+        try:
+            return all(b"cluster_state:ok" in _redis_answer(p, b"CLUSTER INFO") for p in self.nodes)
+        except OSError:
+            return False
+
+    def launch(self) -> None:
+        for port in self.nodes:
+            home = self._node_home(port)
+            home.mkdir(parents=True, exist_ok=True)
+            argv = [
+                *self.argv(port, home),
+                "--cluster-enabled",
                 "yes",
-                "--appendfsync",
-                "everysec",
-                "--save",
-                "",
-                "--daemonize",
-                "no",
-                "--protected-mode",
-                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
             ]
-        )
+            with open(self.log_file, "ab") as log:
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=home,
+                )
+            (home / "pid").write_text(str(proc.pid))
+        for port in self.nodes:
+            _wait(functools.partial(self._pings, port), 30, f"redis node on port {port}")
+        # Joined before (nodes.conf kept across restarts): the nodes find each other again.
+        if b"cluster_known_nodes:1\r\n" in _redis_answer(self.port, b"CLUSTER INFO"):
+            created = subprocess.run(
+                [
+                    shutil.which("redis-cli") or "/usr/bin/redis-cli",
+                    "--cluster",
+                    "create",
+                    *[f"127.0.0.1:{p}" for p in self.nodes],
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if created.returncode != 0:
+                raise StackError(f"redis-cli --cluster create failed: {created.stdout[-300:]}")
+
+    @staticmethod
+    def _pings(port: int) -> bool:
+        try:
+            return _redis_answer(port, b"PING").startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        # Every node this folder started, whatever port the settings name now.
+        for pid_file in self.home.glob("node-*/pid"):
+            try:
+                pid = int(pid_file.read_text().strip())
+            except ValueError:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            _wait(lambda: not _pid_alive(pid), 20, f"redis node {pid_file.parent.name} to stop")  # noqa: B023
+            pid_file.unlink(missing_ok=True)
 
 
 class Kafka(Server):
@@ -473,7 +576,9 @@ def servers(settings: Settings) -> list[Server]:
     """Every server of the local stack, in start order."""
     return [
         Postgres(settings, _port_of(settings.pg_dsn, 5432)),
-        RedisServer(settings, _port_of(settings.redis_url, 6379)),
+        (RedisClusterServer if settings.redis_mode == "cluster" else RedisServer)(
+            settings, _port_of(settings.redis_url, 6379)
+        ),
         Kafka(settings, _port_of(settings.kafka_bootstrap.split(",")[0], 9092)),
         Elasticsearch(settings, _port_of(settings.es_url, 9200)),
     ]
@@ -486,9 +591,17 @@ def stack_up(settings: Settings, report: Callable[[str], None] = print) -> None:
         report(f"{server.name:<14} :{server.port:<6} {server.up()}")
 
 
+def _with_both_redis_kinds(settings: Settings) -> list[Server]:
+    """The servers, plus the Redis of the other mode if this folder started one."""
+    found = servers(settings)
+    other = RedisServer if settings.redis_mode == "cluster" else RedisClusterServer
+    extra = other(settings, 0)
+    return [*found, extra] if extra.home.exists() else found
+
+
 def stack_down(settings: Settings, report: Callable[[str], None] = print) -> None:
     """Stop what this stack started (never anything else)."""
-    for server in reversed(servers(settings)):
+    for server in reversed(_with_both_redis_kinds(settings)):
         was_running = server.pid() is not None
         server.stop()
         report(f"{server.name:<14} :{server.port:<6} {'stopped' if was_running else 'not running'}")
@@ -502,7 +615,7 @@ def stack_status(settings: Settings) -> list[ServerStatus]:
 def stack_reset(settings: Settings, report: Callable[[str], None] = print) -> None:
     """Stop everything and delete the data directory (and data kept elsewhere for it)."""
     stack_down(settings, report)
-    for server in servers(settings):
+    for server in _with_both_redis_kinds(settings):
         server.remove_data()
     shutil.rmtree(settings.data_path, ignore_errors=True)
     report(f"removed {settings.data_path}")

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from event_store.migrate import EMPTY_EVERYTHING, ensure_database, migrate
 from kernel.settings import Settings, load_settings
+from tally.clients import redis_client
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +76,7 @@ async def apool(settings: Settings, clean_store: Any) -> AsyncIterator[AsyncConn
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
     """The test Redis, emptied."""
-    client = Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     await client.flushdb()
     yield client
     await client.aclose()

@@ -174,6 +174,11 @@ async def run_cli(
     )
 
 
+def redis_server_name(settings: Settings) -> str:
+    """What the local stack calls its Redis in ``settings``' mode."""
+    return "redis-cluster" if settings.redis_mode == "cluster" else "redis"
+
+
 def env_of(settings: Settings) -> dict[str, str]:
     """The ``TALLY_*`` environment that reproduces ``settings`` in a child process."""
     return as_environment(settings)

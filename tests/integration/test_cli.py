@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from kernel.settings import Settings
 from tally.cli import build_parser
 from tests.integration.test_status import free_port, nothing_listening
-from tests.pipeline import record_history, run_cli
+from tests.pipeline import record_history, redis_server_name, run_cli
 
 
 def test_every_subcommand_has_a_description_and_examples() -> None:
@@ -77,7 +77,7 @@ async def test_status_json_says_what_is_unhealthy_and_exits_one(
     assert any(p.startswith("relay is down") for p in facts["problems"])
     assert {s["name"] for s in facts["stack"] if s["running"]} == {
         "postgres",
-        "redis",
+        redis_server_name(settings),
         "kafka",
         "elasticsearch",
     }

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import httpx
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from redis.asyncio import Redis
 
 from kernel.settings import Settings
 from tally import stack
+from tally.clients import redis_client
+from tests.pipeline import redis_server_name
 
 
 def test_a_second_up_is_a_no_op_and_status_shows_everything_running(settings: Settings) -> None:
@@ -20,7 +22,7 @@ def test_a_second_up_is_a_no_op_and_status_shows_everything_running(settings: Se
     assert all(line.endswith("already running") for line in said), said
     assert [s.name for s in stack.stack_status(settings) if s.running] == [
         "postgres",
-        "redis",
+        redis_server_name(settings),
         "kafka",
         "elasticsearch",
     ]
@@ -31,14 +33,29 @@ def test_a_taken_port_is_a_clear_error(settings: Settings) -> None:
     other = msgspec.structs.replace(
         settings, redis_url=settings.pg_dsn.replace("postgresql://postgres@", "redis://")
     )
-    server = next(s for s in stack.servers(other) if s.name == "redis")
+    server = next(s for s in stack.servers(other) if s.name == redis_server_name(settings))
     server.home = settings.data_path / "redis-elsewhere"
     with pytest.raises(stack.StackError, match="is taken by another process"):
         server.up()
 
 
+async def test_the_redis_cluster_has_three_masters_sharing_every_slot(settings: Settings) -> None:
+    if settings.redis_mode != "cluster":
+        pytest.skip("runs in the Redis Cluster pass of make test (TALLY_REDIS_MODE=cluster)")
+    client = redis_client(settings)
+    try:
+        nodes = await client.cluster_nodes()  # type: ignore[union-attr]
+    finally:
+        await client.aclose()
+    masters = {address: node for address, node in nodes.items() if "master" in node["flags"]}
+    assert len(masters) == 3
+    slots = sorted(tuple(map(int, r)) for n in masters.values() for r in n["slots"])
+    assert slots[0][0] == 0 and slots[-1][1] == 16383
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(slots))
+
+
 async def test_redis_persists_with_aof(settings: Settings) -> None:
-    client = Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     try:
         config = await client.config_get("appendonly")
     finally:

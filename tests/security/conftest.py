@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from kernel.auth import mint_token
 from kernel.settings import Settings
 from tally.bootstrap import command_app, query_app
+from tally.clients import redis_client
 
 Factory = Callable[..., AbstractAsyncContextManager[AsyncTestClient[Any]]]
 
@@ -76,13 +77,12 @@ async def written(pool: AsyncConnectionPool[Any]) -> int:
 
 async def project_all(config: Settings, pool: AsyncConnectionPool[Any]) -> None:
     """Apply the whole log to the Redis projection of ``config``, as a projector would."""
-    from redis.asyncio import Redis
 
     from event_store.postgres import PostgresEventStore
     from projectors.progress import ProgressBoard
     from projectors.redis_scores import RedisScoresProjection
 
-    redis = Redis.from_url(config.redis_url)
+    redis = redis_client(config)
     projection = RedisScoresProjection(redis, config.redis_generation)
     await projection.setup()
     await projection.mark_intact()

@@ -1,0 +1,33 @@
+"""The Redis client every adapter takes: one server, or a Redis Cluster (``TALLY_REDIS_MODE``).
+
+The key schema (``projectors.redis_keys``) keeps every multi-key operation inside one hash slot,
+so the same calls work on both; what differs (pub/sub) is handled where it is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeAlias, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+
+AnyRedis: TypeAlias = Redis | RedisCluster
+
+
+async def get_many(redis: AnyRedis, keys: Sequence[str | bytes]) -> list[bytes | None]:
+    """GET of keys that may lie in different hash slots, in one round trip (one per node in a
+    cluster, where a plain MGET across slots is refused)."""
+    if isinstance(redis, RedisCluster):
+        return cast(list[bytes | None], await redis.mget_nonatomic(keys))
+    return cast(list[bytes | None], await redis.mget(keys))
+
+
+def queue_script(
+    pipe: Pipeline | ClusterPipeline, sha: str, keys: Sequence[str], *args: Any
+) -> None:
+    """Queue EVALSHA on a pipeline of either kind. redis-py refuses ``evalsha`` on a cluster
+    pipeline (it cannot know the script's keys are in one slot); ours are, by the key schema,
+    and the command routes by its first key like any other."""
+    pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
