@@ -12,8 +12,13 @@ from typing import Any, TypeAlias, cast
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import ClusterDownError, RedisClusterException
 
 AnyRedis: TypeAlias = Redis | RedisCluster
+
+# What a cluster client raises when no node answers (not a RedisError, unlike a single
+# server's ConnectionError) or a slot has no master: Redis is down, not a bug.
+CLUSTER_DOWN = (RedisClusterException, ClusterDownError)
 
 
 async def get_many(redis: AnyRedis, keys: Sequence[str | bytes]) -> list[bytes | None]:

@@ -22,6 +22,7 @@ from elasticsearch import ConnectionError as EsConnectionError
 from elasticsearch import TransportError as EsTransportError
 from redis import exceptions as redis_errors
 
+from kernel.redis_client import CLUSTER_DOWN
 from projectors.base import CannotApply, StoreBusy
 from schemas.codec import UnknownEventError
 
@@ -42,6 +43,7 @@ _REDIS_TRANSIENT = (
     redis_errors.ClusterDownError,
     redis_errors.MaxConnectionsError,
     redis_errors.NoScriptError,  # a restarted Redis forgot the script: load it again
+    *CLUSTER_DOWN,
 )
 
 

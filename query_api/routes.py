@@ -22,6 +22,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from kernel.redis_client import CLUSTER_DOWN
 from kernel.web_contract import BEARER, problems, response_headers
 from query_api.consistency import NotYet, wait_for_position
 from query_api.redis_reads import RedisLost, Score
@@ -46,6 +47,7 @@ STORE_DOWN = (
     MaxConnectionsError,
     RedisLost,
     OSError,
+    *CLUSTER_DOWN,
 )
 INDEX_DOWN = (ApiError, TransportError, OSError)
 _IDS = re.compile(r"^[0-9a-fA-F-]{36}$")

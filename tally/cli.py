@@ -788,6 +788,7 @@ def _unreachable(exc: BaseException, settings: Settings) -> str | None:
     from elastic_transport import ConnectionError as EsConnectionError
     from elasticsearch import AuthenticationException, AuthorizationException
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisClusterException
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     seen: BaseException | None = exc
@@ -795,7 +796,7 @@ def _unreachable(exc: BaseException, settings: Settings) -> str | None:
         reason = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
         if isinstance(seen, psycopg.OperationalError):
             return f"PostgreSQL at {_address(settings.pg_dsn)}: {reason}"
-        if isinstance(seen, RedisConnectionError | RedisTimeoutError):
+        if isinstance(seen, RedisConnectionError | RedisTimeoutError | RedisClusterException):
             return f"Redis at {_address(settings.redis_url)}: {reason}"
         if isinstance(seen, EsConnectionError):
             # Its own message is generic ("TLS error"); the cause says which.

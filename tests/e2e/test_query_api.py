@@ -18,7 +18,7 @@ from kernel.settings import Settings
 from projectors import ranking
 from tally import stack
 from tests.e2e.conftest import running_system
-from tests.pipeline import isolated
+from tests.pipeline import isolated, redis_server_name
 
 QUERY_PORT = 28101
 COMMAND_PORT = 28100
@@ -221,7 +221,7 @@ async def test_scores_survive_a_redis_outage_and_recover_without_a_restart(
             break
     assert doc.status_code == 200, doc.text
     assert doc.json()["content"] == "outage" and doc.json()["up"] == 1
-    redis = next(s for s in stack.servers(settings) if s.name == "redis")
+    redis = next(s for s in stack.servers(settings) if s.name == redis_server_name(settings))
     redis.stop()
     try:
         stale = await read.get(f"/api/comments/{comment['id']}/score")
