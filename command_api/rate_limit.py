@@ -27,7 +27,7 @@ from prometheus_client import Counter
 from redis.exceptions import NoScriptError, RedisError
 
 from kernel.coalesce import TickBatcher
-from kernel.redis_client import CLUSTER_DOWN, AnyRedis, queue_script
+from kernel.redis_client import CLUSTER_DOWN, AnyRedis, closed_under_us, queue_script
 
 log = structlog.get_logger(__name__)
 
@@ -141,7 +141,9 @@ class RateLimiter:
                 except NoScriptError:  # Redis restarted and lost its script cache
                     await self._redis.script_load(_SCRIPT)
                     replies = await self._evaluate(checks)
-        except (RedisError, OSError, TimeoutError, *CLUSTER_DOWN) as exc:
+        except (RedisError, OSError, TimeoutError, AttributeError, TypeError, *CLUSTER_DOWN) as exc:
+            if isinstance(exc, AttributeError | TypeError) and not closed_under_us(exc):
+                raise
             LIMITER_ERRORS.inc(len(checks))
             self._skip_until = self._clock() + self._pause
             log.warning("rate_limiter_unavailable", error=repr(exc), paused_seconds=self._pause)

@@ -36,3 +36,21 @@ def queue_script(
     pipeline (it cannot know the script's keys are in one slot); ours are, by the key schema,
     and the command routes by its first key like any other."""
     pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+
+def closed_under_us(exc: BaseException) -> bool:
+    """Is ``exc`` a write on a connection redis-py closed concurrently? It surfaces as an
+    AttributeError or TypeError from inside redis-py's asyncio connection instead of a
+    ConnectionError (redis/redis-py#3546, #4287; unfixed in 6.x and 7.x). Seen when a Redis
+    Cluster node restarts while several tasks share the client: Redis was away, not a bug."""
+    if not isinstance(exc, AttributeError | TypeError):
+        return False
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename.endswith(_CONNECTION_MODULE):
+            return True
+        frame = frame.tb_next
+    return False
+
+
+_CONNECTION_MODULE = "redis/asyncio/connection.py"

@@ -22,7 +22,7 @@ from elasticsearch import ConnectionError as EsConnectionError
 from elasticsearch import TransportError as EsTransportError
 from redis import exceptions as redis_errors
 
-from kernel.redis_client import CLUSTER_DOWN
+from kernel.redis_client import CLUSTER_DOWN, closed_under_us
 from projectors.base import CannotApply, StoreBusy
 from schemas.codec import UnknownEventError
 
@@ -75,7 +75,7 @@ def classify(exc: BaseException) -> Kind:
         return "poison"
     if isinstance(exc, StoreBusy):
         return "transient"
-    if isinstance(exc, _REDIS_TRANSIENT):
+    if isinstance(exc, _REDIS_TRANSIENT) or closed_under_us(exc):
         return "transient"
     if isinstance(exc, redis_errors.ResponseError):
         return "transient" if redis_reply_is_transient(str(exc)) else "bug"

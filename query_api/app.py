@@ -20,6 +20,7 @@ from litestar.datastructures import State
 from kernel.auth import NotAuthenticated, TokenVerifier
 from kernel.http_middleware import http_middleware
 from kernel.problems import framework_problem, problem
+from kernel.redis_client import closed_under_us
 from kernel.web_contract import REQUEST_ID, StrictStructs, cors, openapi
 from query_api.consistency import NotYet
 from query_api.cursors import BadCursor
@@ -45,7 +46,7 @@ def query_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[b
             {"X-Tally-Position": str(exc.reached)},
             reached=exc.reached,
         )
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, Unavailable) or closed_under_us(exc):
         return problem(503, "read-model-unavailable", "Service unavailable", str(exc), path)
     if isinstance(exc, BadCursor | msgspec.ValidationError):
         return problem(400, "bad-parameter", "Bad request", str(exc), path)

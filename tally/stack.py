@@ -77,7 +77,12 @@ def _apt_install(package: str) -> None:
     print(f"installing {package} (apt-get)...", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    done = subprocess.run(["apt-get", "install", "-y", "-qq", package], env=env, check=False)
+    # Only what the package needs (docker-compose would otherwise bring a Docker engine).
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+        env=env,
+        check=False,
+    )
     if done.returncode != 0:
         raise StackError(f"apt-get install {package} failed")
 
@@ -92,6 +97,17 @@ def ensure_browser() -> str:
     path = shutil.which("chromium")
     if path is None:
         raise StackError("chromium is not on PATH after installing it")
+    return path
+
+
+def ensure_compose_cli() -> str:
+    """Debian's ``docker-compose``, which checks compose/docker-compose.yml (``config``)
+    without a Docker engine; its path."""
+    if not shutil.which("docker-compose"):
+        _apt_install("docker-compose")
+    path = shutil.which("docker-compose")
+    if path is None:
+        raise StackError("docker-compose is not on PATH after installing it")
     return path
 
 
