@@ -34,6 +34,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     es_api_key: str = ""
     es_ca_certs: str = ""
     es_votes_alias: str = "tally-votes"
+    # Vote documents older than this are deleted from the analytics index (0: kept for ever);
+    # the event log keeps every vote regardless.
+    votes_retention_days: Annotated[int, msgspec.Meta(ge=0)] = 0
 
     # "local" (set by `make run` and the tests) allows the public development secret and
     # `tally token`; anything else refuses to start without real JWT settings.

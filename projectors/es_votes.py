@@ -2,7 +2,8 @@
 
 The document id is the event id, so a replay, a redelivery or a repair writes the same document
 again. The index keeps no per-comment position, so its loss is noticed by its ``intact`` marker
-and the reconciler looks for missing documents.
+and the reconciler looks for missing documents. Votes older than the retention are not kept
+(``projectors.es_votes_retention``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from projectors.es_indices import (
     mark_intact,
     refused_items,
 )
+from projectors.es_votes_retention import within
 from projectors.judging import Finding
 from schemas.envelope import Envelope
 from schemas.events import VoteCast, VoteChanged, VoteRetracted
@@ -53,10 +55,21 @@ class EsVotesProjection:
 
     name = "votes"
 
-    def __init__(self, es: AsyncElasticsearch, alias: str = VOTES_ALIAS, version: int = 1):
+    def __init__(
+        self,
+        es: AsyncElasticsearch,
+        alias: str = VOTES_ALIAS,
+        version: int = 1,
+        retention_days: int = 0,
+    ):
         self._es = es
         self.alias = alias
         self._version = version
+        self._retention_days = retention_days
+
+    def _kept(self, envelope: Envelope) -> bool:
+        """A vote event whose document this index holds (recent enough, see retention)."""
+        return vote_document(envelope) is not None and within(self._retention_days, envelope)
 
     async def setup(self) -> None:
         """Create the template, the versioned index and its alias if missing."""
@@ -73,7 +86,7 @@ class EsVotesProjection:
 
     async def apply(self, envelopes: Sequence[Envelope]) -> None:
         """Index every vote event of the batch under its event id."""
-        sources = [e for e in envelopes if vote_document(e) is not None]
+        sources = [e for e in envelopes if self._kept(e)]
         refused = await self._index(sources)
         if refused:
             envelope, result = refused[0]
@@ -87,7 +100,7 @@ class EsVotesProjection:
             e
             for history in histories.values()
             for e in history
-            if e.position <= low_water and vote_document(e) is not None
+            if e.position <= low_water and self._kept(e)
         ]
         if not due:
             return []

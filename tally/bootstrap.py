@@ -39,6 +39,7 @@ from projectors.base import Projection
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_indices import COMMENTS_MAPPING, VOTES_MAPPING
 from projectors.es_votes import EsVotesProjection
+from projectors.es_votes_retention import VotesRetention
 from projectors.fence import SwitchFence
 from projectors.progress import ProgressBoard
 from projectors.rebuilder import Rebuilder
@@ -210,7 +211,7 @@ def rebuild_of(settings: Settings, name: str, redis: AnyRedis, es: AsyncElastics
         es,
         settings.es_votes_alias,
         VOTES_MAPPING,
-        lambda index: EsVotesProjection(es, index),
+        lambda index: EsVotesProjection(es, index, retention_days=settings.votes_retention_days),
     )
 
 
@@ -256,6 +257,11 @@ async def run_projectors(settings: Settings, names: list[str]) -> None:
                 reconciler_config(settings),
             )
             tasks += [runner.run(stop), reconciler.run(stop)]
+            if name == "votes":
+                retention = VotesRetention(
+                    es, settings.es_votes_alias, settings.votes_retention_days
+                )
+                tasks.append(retention.run(stop))
         try:
             await _until_one_fails(tasks, stop)
         finally:
@@ -302,7 +308,9 @@ def build_projections(
     available: dict[str, Projection] = {
         "redis": RedisScoresProjection(redis, settings.redis_generation),
         "comments": EsCommentsProjection(es, settings.es_comments_alias),
-        "votes": EsVotesProjection(es, settings.es_votes_alias),
+        "votes": EsVotesProjection(
+            es, settings.es_votes_alias, retention_days=settings.votes_retention_days
+        ),
     }
     return [available[name] for name in names]
 

@@ -92,3 +92,9 @@ def test_the_sasl_password_can_come_from_a_file(tmp_path: Path) -> None:
         }
     )
     assert settings.kafka_sasl_password == "from-a-secret"
+
+
+def test_a_negative_retention_is_refused() -> None:
+    with pytest.raises(SettingsError, match="TALLY_VOTES_RETENTION_DAYS"):
+        load_settings({"TALLY_VOTES_RETENTION_DAYS": "-1"})
+    assert load_settings({"TALLY_VOTES_RETENTION_DAYS": "90"}).votes_retention_days == 90
