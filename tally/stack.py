@@ -191,17 +191,22 @@ class Server:
         )
 
     def _spawn(self, argv: list[str], user: str | None = None) -> None:
-        with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.home,
-                user=user,
-            )
-        self.pid_file.write_text(str(proc.pid))
+        _start(argv, self.log_file, self.home, self.pid_file, user)
+
+
+def _start(argv: list[str], log_file: Path, cwd: Path, pid_file: Path, user: str | None) -> None:
+    """Start ``argv`` in its own session, logging to ``log_file``; record its pid."""
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=cwd,
+            user=user,
+        )
+    pid_file.write_text(str(proc.pid))
 
 
 def _wait(check: Callable[[], bool], seconds: float, what: str) -> None:
@@ -428,6 +433,10 @@ class RedisServer(Server):
         ]
 
 
+def _pid_dead(pid: int) -> bool:
+    return not _pid_alive(pid)
+
+
 def _redis_answer(port: int, command: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
         sock.sendall(command + b"\r\n")
@@ -448,14 +457,18 @@ class RedisClusterServer(RedisServer):
     def _node_home(self, port: int) -> Path:
         return self.home / f"node-{port}"
 
-    def pid(self) -> int | None:
+    def _pids(self) -> list[int]:
+        """The nodes this folder started, whatever port the settings name now."""
         pids = []
-        for port in self.nodes:
-            try:
-                pids.append(int((self._node_home(port) / "pid").read_text().strip()))
-            except (FileNotFoundError, ValueError):
-                return None
-        return pids[0] if all(_pid_alive(p) for p in pids) else None
+        for pid_file in sorted(self.home.glob("node-*/pid")):
+            with contextlib.suppress(ValueError):
+                pids.append(int(pid_file.read_text().strip()))
+        return pids
+
+    def pid(self) -> int | None:
+        pids = self._pids()
+        alive = len(pids) == self.size and all(_pid_alive(p) for p in pids)
+        return pids[0] if alive else None
 
     def answers(self) -> bool:
         try:
@@ -476,16 +489,7 @@ class RedisClusterServer(RedisServer):
                 "--cluster-node-timeout",
                 "5000",
             ]
-            with open(self.log_file, "ab") as log:
-                proc = subprocess.Popen(
-                    argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    cwd=home,
-                )
-            (home / "pid").write_text(str(proc.pid))
+            _start(argv, self.log_file, home, home / "pid", None)
         for port in self.nodes:
             _wait(functools.partial(self._pings, port), 30, f"redis node on port {port}")
         # Joined before (nodes.conf kept across restarts): the nodes find each other again.
@@ -515,16 +519,12 @@ class RedisClusterServer(RedisServer):
             return False
 
     def stop(self) -> None:
-        # Every node this folder started, whatever port the settings name now.
-        for pid_file in self.home.glob("node-*/pid"):
-            try:
-                pid = int(pid_file.read_text().strip())
-            except ValueError:
-                continue
+        for pid in self._pids():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
-            _wait(lambda: not _pid_alive(pid), 20, f"redis node {pid_file.parent.name} to stop")  # noqa: B023
-            pid_file.unlink(missing_ok=True)
+            _wait(functools.partial(_pid_dead, pid), 20, f"redis node (pid {pid}) to stop")
+        for pid_file in self.home.glob("node-*/pid"):
+            pid_file.unlink()
 
 
 class Kafka(Server):
