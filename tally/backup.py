@@ -76,7 +76,7 @@ class Backups:
         ]
         config = self.postgres.backup_config
         config.write_text("\n".join(lines))
-        self._own(config)
+        self.hand_over(config)
         self._run("stanza-create")
 
     def backup(self, kind: BackupKind = "full") -> dict[str, Any]:
@@ -107,7 +107,7 @@ class Backups:
         self._run("check")
         target.mkdir(parents=True, exist_ok=True)
         target.chmod(0o700)
-        self._own(target)
+        self.hand_over(target)
         options = [f"--pg1-path={target}"]
         if until is not None:
             options += ["--type=time", f"--target={until}", "--target-action=promote"]
@@ -175,7 +175,8 @@ class Backups:
             raise StackError(f"pgbackrest {command} failed: {reason[-1] if reason else '?'}")
         return done
 
-    def _own(self, path: Path) -> None:
+    def hand_over(self, path: Path) -> None:
+        """Give ``path`` to the server's user (it must write there; root made it)."""
         user = self.postgres.run_as
         if user:
             owner = pwd.getpwnam(user)

@@ -413,10 +413,14 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
                 console.print(f"[red]{exc}[/red]")
                 return 1
             rate = result.events / max(result.seconds, 1e-9)
+            old = (
+                "nothing was live before"
+                if result.replaced == result.target
+                else f"{result.replaced} {'kept' if args.keep else 'dropped'}"
+            )
             console.print(
                 f"{result.projection}: {result.events:,} events into {result.target}"
-                f" in {result.seconds:.1f} s ({rate:,.0f}/s), live now;"
-                f" {result.replaced} {'kept' if args.keep else 'dropped'}"
+                f" in {result.seconds:.1f} s ({rate:,.0f}/s), live now; {old}"
                 f" ({result.total_seconds:.1f} s in all)"
             )
     return 0

@@ -46,7 +46,7 @@ def drill_dirs(backups: Backups) -> Iterator[list[Path]]:
 def new_target(backups: Backups, made: list[Path]) -> Path:
     target = backups.postgres.runtime / f"drill-{uuid.uuid4().hex[:8]}" / "data"
     target.parent.mkdir(parents=True)
-    backups._own(target.parent)
+    backups.hand_over(target.parent)
     made.append(target)
     return target
 
