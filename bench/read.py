@@ -66,6 +66,9 @@ async def build_thread(settings: Settings, comments: int) -> list[str]:
     ]
     for projection in projections:
         await projection.setup()
+        # Filled from nothing, so whole: without the marker the query API takes the keyspace
+        # for lost and serves every score from Elasticsearch (and no ranked page at all).
+        await projection.mark_intact()
         for start in range(0, len(envelopes), 2000):
             await projection.apply(envelopes[start : start + 2000])
     await redis.aclose()
