@@ -13,8 +13,6 @@ docs/operations.md, "Backups and point-in-time restore", and the ``backup`` serv
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import subprocess
 import time
 from dataclasses import dataclass
@@ -76,15 +74,14 @@ class Backups:
         ]
         config = self.postgres.backup_config
         config.write_text("\n".join(lines))
-        self.hand_over(config)
+        self.postgres.hand_over(config)
         self._run("stanza-create")
 
-    def backup(self, kind: BackupKind = "full") -> dict[str, Any]:
-        """Take a backup (pgBackRest checks that WAL archiving works first); return it."""
+    def backup(self, kind: BackupKind = "full") -> None:
+        """Take a backup (pgBackRest checks that WAL archiving works first)."""
         self._require_archiving()
         self.configure()
         self._run("backup", f"--type={kind}")
-        return self.list()[-1]
 
     def list(self) -> list[dict[str, Any]]:
         """The backups in the repository, oldest first (pgBackRest's ``info``)."""
@@ -107,7 +104,7 @@ class Backups:
         self._run("check")
         target.mkdir(parents=True, exist_ok=True)
         target.chmod(0o700)
-        self.hand_over(target)
+        self.postgres.hand_over(target)
         options = [f"--pg1-path={target}"]
         if until is not None:
             options += ["--type=time", f"--target={until}", "--target-action=promote"]
@@ -118,30 +115,12 @@ class Backups:
 
     def stop_restored(self, target: Path) -> None:
         """Stop the server running from a restored directory."""
-        self.postgres.as_owner(
-            [self.postgres.bin("pg_ctl"), "-D", str(target), "-m", "fast", "-w", "stop"]
-        )
+        self.postgres.stop_cluster(target)
 
     def _start(self, restored: Restored) -> None:
         # Archiving off: a drill must not push its new timeline into the real repository.
         options = f"-p {restored.port} -k {restored.data.parent} {PG_TUNING} -c archive_mode=off"
-        done = self.postgres.as_owner(
-            [
-                self.postgres.bin("pg_ctl"),
-                "-D",
-                str(restored.data),
-                "-l",
-                str(restored.log_file),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "120",
-                "start",
-            ]
-        )
-        if done.returncode != 0:
-            raise StackError(f"the restored server did not start ({restored.log_file})")
+        self.postgres.start_cluster(restored.data, restored.log_file, options, wait=120)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # until recovery is over and it takes writes
             with self._connect(restored.port) as conn:
@@ -174,13 +153,6 @@ class Backups:
             reason = (done.stderr.strip() or done.stdout.strip()).splitlines()
             raise StackError(f"pgbackrest {command} failed: {reason[-1] if reason else '?'}")
         return done
-
-    def hand_over(self, path: Path) -> None:
-        """Give ``path`` to the server's user (it must write there; root made it)."""
-        user = self.postgres.run_as
-        if user:
-            owner = pwd.getpwnam(user)
-            os.chown(path, owner.pw_uid, owner.pw_gid)
 
     @staticmethod
     def _connect(port: int) -> psycopg.Connection[Any]:

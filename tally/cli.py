@@ -52,9 +52,9 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 
 def _backup(args: argparse.Namespace, settings: Settings) -> int:
     from tally.backup import Backups
-    from tally.stack import Postgres
+    from tally.stack import postgres_server
 
-    backups = Backups(Postgres(settings, _pg_port(settings)))
+    backups = Backups(postgres_server(settings))
     if not args.list:
         console.print(f"backing up PostgreSQL ({args.type}) into {backups.repository}...")
         backups.backup(args.type)
@@ -80,9 +80,9 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
 
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
     from tally.backup import Backups
-    from tally.stack import Postgres
+    from tally.stack import postgres_server
 
-    backups = Backups(Postgres(settings, _pg_port(settings)))
+    backups = Backups(postgres_server(settings))
     target = Path(args.to).resolve()
     if args.stop:
         backups.stop_restored(target)
@@ -95,10 +95,6 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     console.print(f"running on port {restored.port} (log: {restored.log_file}); use it with")
     print(f"TALLY_PG_DSN={restored.dsn(database)}")
     return 0
-
-
-def _pg_port(settings: Settings) -> int:
-    return urlsplit(settings.pg_dsn).port or 5432
 
 
 def _migrate(settings: Settings) -> int:

@@ -87,28 +87,28 @@ def _apt_install(package: str) -> None:
         raise StackError(f"apt-get install {package} failed")
 
 
+def _ensure_tool(binary: str, package: str) -> str:
+    """``binary``'s path, installing the Debian ``package`` first when it is missing."""
+    if not shutil.which(binary):
+        _apt_install(package)
+    path = shutil.which(binary)
+    if path is None:
+        raise StackError(f"{binary} is not on PATH after installing {package}")
+    return path
+
+
 def ensure_browser() -> str:
     """Debian's ``chromium`` for the browser tests (installed when missing); its path.
 
     Never a downloaded browser: Playwright drives this one.
     """
-    if not shutil.which("chromium"):
-        _apt_install("chromium")
-    path = shutil.which("chromium")
-    if path is None:
-        raise StackError("chromium is not on PATH after installing it")
-    return path
+    return _ensure_tool("chromium", "chromium")
 
 
 def ensure_compose_cli() -> str:
     """Debian's ``docker-compose``, which checks compose/docker-compose.yml (``config``)
     without a Docker engine; its path."""
-    if not shutil.which("docker-compose"):
-        _apt_install("docker-compose")
-    path = shutil.which("docker-compose")
-    if path is None:
-        raise StackError("docker-compose is not on PATH after installing it")
-    return path
+    return _ensure_tool("docker-compose", "docker-compose")
 
 
 class Server:
@@ -273,10 +273,6 @@ class Postgres(Server):
         has configured it, and drops it before (with no backup there is nothing to replay)."""
         return self.runtime / "pgbackrest-archive-push"  # pgBackRest wants its name in it
 
-    def as_owner(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` as the server's user (the only one who may read its files)."""
-        return self._as_owner(argv)
-
     def answers(self) -> bool:
         if not port_open(self.port):
             return False
@@ -292,8 +288,9 @@ class Postgres(Server):
         except psycopg.Error:
             return False
 
-    def _as_owner(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        # In a folder the server's user can enter (not the caller's, which may be 0700).
+    def as_owner(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` as the server's user (the only one who may read its files), in a
+        folder it can enter (not the caller's, which may be 0700)."""
         return subprocess.run(
             argv,
             user=self.run_as,
@@ -308,15 +305,14 @@ class Postgres(Server):
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "location").write_text(f"{self.runtime}\n")
         if user:
-            owner = pwd.getpwnam(user)
             for path in (self.runtime.parent, self.runtime, self.data):
                 path.mkdir(parents=True, exist_ok=True)
-                os.chown(path, owner.pw_uid, owner.pw_gid)
+                self.hand_over(path)
             self.runtime.chmod(0o700)
             self.log_file.touch()
-            os.chown(self.log_file, owner.pw_uid, owner.pw_gid)
+            self.hand_over(self.log_file)
         if not (self.data / "PG_VERSION").exists():
-            init = self._as_owner(
+            init = self.as_owner(
                 [
                     self.bin("initdb"),
                     "-D",
@@ -337,23 +333,7 @@ class Postgres(Server):
             f"-p {self.port} -k {self.runtime} {PG_TUNING}"
             f" -c archive_mode=on -c archive_command='{self.archiver} %p'"
         )
-        start = self._as_owner(
-            [
-                self.bin("pg_ctl"),
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.log_file),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
-        if start.returncode != 0:
-            raise StackError(f"pg_ctl start failed ({self.log_file}): {start.stdout.strip()}")
+        self.start_cluster(self.data, self.log_file, options, wait=60)
         pid = (self.data / "postmaster.pid").read_text().split()[0]
         self.pid_file.write_text(pid)
 
@@ -370,14 +350,43 @@ class Postgres(Server):
             f'exec pgbackrest --config={conf} --stanza={BACKUP_STANZA} archive-push "$1"\n'
         )
         self.archiver.chmod(0o755)
+        self.hand_over(self.archiver)
+
+    def hand_over(self, path: Path) -> None:
+        """Give ``path`` to the server's user (it must write there; root made it)."""
         if self.run_as:
             owner = pwd.getpwnam(self.run_as)
-            os.chown(self.archiver, owner.pw_uid, owner.pw_gid)
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
+    def start_cluster(self, data: Path, log_file: Path, options: str, wait: int) -> None:
+        """``pg_ctl start`` on the data directory ``data``, waiting up to ``wait`` seconds
+        until it takes connections."""
+        start = self.as_owner(
+            [
+                self.bin("pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(log_file),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(wait),
+                "start",
+            ]
+        )
+        if start.returncode != 0:
+            raise StackError(f"pg_ctl start failed ({log_file}): {start.stdout.strip()}")
+
+    def stop_cluster(self, data: Path) -> None:
+        """``pg_ctl stop`` (fast) on the data directory ``data``."""
+        self.as_owner([self.bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
 
     def stop(self) -> None:
         if self.pid() is None:
             return
-        self._as_owner([self.bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        self.stop_cluster(self.data)
         self.pid_file.unlink(missing_ok=True)
 
     def remove_data(self) -> None:
@@ -398,12 +407,7 @@ class RedisServer(Server):
             _apt_install("redis-server")
 
     def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        return _pings(self.port)
 
     def launch(self) -> None:
         self._spawn(self.argv(self.port, self.home))
@@ -441,6 +445,14 @@ def _redis_answer(port: int, command: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
         sock.sendall(command + b"\r\n")
         return sock.recv(4096)
+
+
+def _pings(port: int) -> bool:
+    """Does a Redis server answer PING on ``port``?"""
+    try:
+        return _redis_answer(port, b"PING").startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 class RedisClusterServer(RedisServer):
@@ -491,7 +503,7 @@ class RedisClusterServer(RedisServer):
             ]
             _start(argv, self.log_file, home, home / "pid", None)
         for port in self.nodes:
-            _wait(functools.partial(self._pings, port), 30, f"redis node on port {port}")
+            _wait(functools.partial(_pings, port), 30, f"redis node on port {port}")
         # Joined before (nodes.conf kept across restarts): the nodes find each other again.
         if b"cluster_known_nodes:1\r\n" in _redis_answer(self.port, b"CLUSTER INFO"):
             created = subprocess.run(
@@ -510,13 +522,6 @@ class RedisClusterServer(RedisServer):
             )
             if created.returncode != 0:
                 raise StackError(f"redis-cli --cluster create failed: {created.stdout[-300:]}")
-
-    @staticmethod
-    def _pings(port: int) -> bool:
-        try:
-            return _redis_answer(port, b"PING").startswith(b"+PONG")
-        except OSError:
-            return False
 
     def stop(self) -> None:
         for pid in self._pids():
@@ -588,10 +593,15 @@ class Elasticsearch(Server):
         )
 
 
+def postgres_server(settings: Settings) -> Postgres:
+    """The local stack's PostgreSQL for ``settings``."""
+    return Postgres(settings, _port_of(settings.pg_dsn, 5432))
+
+
 def servers(settings: Settings) -> list[Server]:
     """Every server of the local stack, in start order."""
     return [
-        Postgres(settings, _port_of(settings.pg_dsn, 5432)),
+        postgres_server(settings),
         (RedisClusterServer if settings.redis_mode == "cluster" else RedisServer)(
             settings, _port_of(settings.redis_url, 6379)
         ),

@@ -22,15 +22,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from kernel.settings import Settings
 from tally.backup import Backups
-from tally.stack import Postgres
+from tally.stack import postgres_server
 from tests.integration.test_status import free_port
 from tests.pipeline import isolated, record_history, run_cli
 
 
 @pytest.fixture
 def backups(settings: Settings) -> Backups:
-    port = int(settings.pg_dsn.rsplit(":", 1)[1].split("/")[0])
-    return Backups(Postgres(settings, port))
+    return Backups(postgres_server(settings))
 
 
 @pytest.fixture
@@ -46,7 +45,7 @@ def drill_dirs(backups: Backups) -> Iterator[list[Path]]:
 def new_target(backups: Backups, made: list[Path]) -> Path:
     target = backups.postgres.runtime / f"drill-{uuid.uuid4().hex[:8]}" / "data"
     target.parent.mkdir(parents=True)
-    backups.hand_over(target.parent)
+    backups.postgres.hand_over(target.parent)
     made.append(target)
     return target
 
