@@ -26,13 +26,13 @@ from projectors.es_indices import (
 from projectors.es_votes_retention import within
 from projectors.judging import Finding
 from schemas.envelope import Envelope
-from schemas.events import VoteCast, VoteChanged, VoteRetracted
+from schemas.events import VoteEvent
 
 
 def vote_document(envelope: Envelope) -> dict[str, Any] | None:
     """The analytics document of a vote event (``None`` for other events)."""
     event = envelope.event
-    if not isinstance(event, VoteCast | VoteChanged | VoteRetracted):
+    if not isinstance(event, VoteEvent):
         return None
     return {
         "@timestamp": envelope.occurred_at.isoformat(),
@@ -69,7 +69,7 @@ class EsVotesProjection:
 
     def _kept(self, envelope: Envelope) -> bool:
         """A vote event whose document this index holds (recent enough, see retention)."""
-        return vote_document(envelope) is not None and within(self._retention_days, envelope)
+        return isinstance(envelope.event, VoteEvent) and within(self._retention_days, envelope)
 
     async def setup(self) -> None:
         """Create the template, the versioned index and its alias if missing."""
