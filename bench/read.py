@@ -103,7 +103,9 @@ async def load(paths: list[str], seconds: float, concurrency: int = 64) -> dict[
     }
 
 
-def measure(app: str, env: dict[str, str], paths: list[str], seconds: float) -> dict[str, Any]:
+def measure(
+    app: str, env: dict[str, str], paths: list[str], seconds: float, hold: float = 0
+) -> dict[str, Any]:
     import os
     import subprocess
 
@@ -130,6 +132,8 @@ def measure(app: str, env: dict[str, str], paths: list[str], seconds: float) -> 
     )
     try:
         time.sleep(3)
+        print(f"{app} serves on :{PORT} as pid {proc.pid}", file=sys.stderr)
+        time.sleep(hold)
         uvloop.run(load(paths[:50], 1))  # warm up
         busy = uvloop.run(load(paths, seconds))  # throughput at 64 connections
         calm = uvloop.run(load(paths, seconds / 2, concurrency=8))  # latency at 8
@@ -142,6 +146,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--comments", type=int, default=10_000)
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=0,
+        help="keep the query API up this many seconds before the page load (to attach py-spy)",
+    )
     args = parser.parse_args()
     prepare_stack(get_settings())
     settings = msgspec.structs.replace(
@@ -161,6 +171,7 @@ def main() -> None:
             for s in ("top", "new", "best", "controversial", "hot")
         ],
         args.seconds,
+        args.hold,
     )
     uvloop.run(drop_keyspace(settings))
     share = scores["requests_per_second"] / max(1, hello["requests_per_second"])

@@ -36,6 +36,11 @@ _UNTRACED = {"/metrics", "/health", "/ready"}
 _TRACE_HEADERS = {b"traceparent", b"tracestate"}
 
 
+def correlation_id_of(incoming: bytes) -> str:
+    """The caller's ``X-Request-ID`` if it is a sane one, else a new id."""
+    return incoming.decode() if _VALID.match(incoming) else uuid.uuid4().hex
+
+
 def http_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
     """Middleware factory for ``Litestar(middleware=[...])``."""
 
@@ -64,7 +69,7 @@ def http_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
         ) -> None:
             started = time.perf_counter()
             incoming = next((v for k, v in scope["headers"] if k == HEADER), b"")
-            correlation_id = incoming.decode() if _VALID.match(incoming) else uuid.uuid4().hex
+            correlation_id = correlation_id_of(incoming)
             structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
             status = 500
 

@@ -62,6 +62,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     web_port: int = 8002  # the reference web page (served by `tally run`)
     read_wait_ms: int = 2000
     ranking_snapshot_seconds: int = 5
+    # Anonymous first pages are shared this long by the query API process (0: off); reads
+    # with min_position never use the copy.
+    page_cache_ms: int = 250
     ranking_cursor_ttl_seconds: int = 600
     ranking_snapshot_max: int = 1000  # a sort can be paged this far; snapshots hold no more
     cursor_secret: str = ""  # signs ranked-page cursors (derived from the JWT secret if empty)

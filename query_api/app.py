@@ -25,6 +25,7 @@ from kernel.web_contract import REQUEST_ID, StrictStructs, cors, openapi
 from query_api.consistency import NotYet
 from query_api.cursors import BadCursor
 from query_api.es_reads import EsReads
+from query_api.fast_lane import fast_lane
 from query_api.live import stream_scores
 from query_api.live_hub import LiveHub, StreamsFull, TooManyStreams
 from query_api.redis_reads import RedisReads
@@ -111,6 +112,7 @@ class QueryApiConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The query API's own settings."""
 
     read_wait_ms: int = 2000
+    page_cache_ms: int = 250
     cors_origins: list[str] = msgspec.field(default_factory=list)
 
 
@@ -131,7 +133,7 @@ def create_app(open_services: OpenServices, config: QueryApiConfig | None = None
             app.state.live = services.live
             yield
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[*ROUTES, stream_scores, health, ready],
         lifespan=[lifespan],
         middleware=[http_middleware("query_api")],
@@ -141,3 +143,8 @@ def create_app(open_services: OpenServices, config: QueryApiConfig | None = None
         plugins=[StrictStructs()],
         openapi_config=openapi("Tally query API"),
     )
+    # In front of the exception handler, CORS and the router: see query_api.fast_lane.
+    app.asgi_handler = fast_lane(
+        app.asgi_handler, lambda: app.state.redis_reads, "query_api", config.page_cache_ms / 1000
+    )
+    return app

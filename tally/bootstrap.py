@@ -490,6 +490,8 @@ def query_app(settings: Settings | None = None) -> Litestar:
     return create_query_app(
         functools.partial(query_services, settings),
         QueryApiConfig(
-            read_wait_ms=settings.read_wait_ms, cors_origins=parse_origins(settings.cors_origins)
+            read_wait_ms=settings.read_wait_ms,
+            page_cache_ms=settings.page_cache_ms,
+            cors_origins=parse_origins(settings.cors_origins),
         ),
     )
