@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 import psycopg
+from prometheus_client import Histogram
 from psycopg import AsyncClientCursor, AsyncCursor
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
@@ -33,6 +34,14 @@ from schemas.envelope import Envelope
 from schemas.events import Event
 
 _encoder = msgspec.json.Encoder()
+
+# The serialized part of every append: no other append runs while one holds the head lock,
+# so its sum over time is how busy the single writer is (1 s per second: saturated).
+HEAD_LOCK_SECONDS = Histogram(
+    "tally_event_head_lock_seconds",
+    "Append and commit, holding the log head lock (client-side round trip)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 
 _TAKE_POSITIONS = """head AS (
     UPDATE event_head SET position = position + %(n)s RETURNING position - %(n)s AS base
@@ -142,9 +151,10 @@ async def append_and_commit(
     client is busy elsewhere. On error the transaction is left aborted: roll it back.
     """
     query, params = _append_statement(pending, side_writes)
+    message = cur.mogrify(query, params) + ";\nCOMMIT"
     try:
-        with _translated_errors():
-            await cur.execute(cur.mogrify(query, params) + ";\nCOMMIT")
+        with _translated_errors(), HEAD_LOCK_SECONDS.time():
+            await cur.execute(message)
             row = await cur.fetchone()
     except StoreUnavailable as exc:
         if cur.connection.broken:

@@ -18,6 +18,7 @@ comment, a bad id), goes to the app, whose routes answer as before.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -59,6 +60,8 @@ def fast_lane(
     observe_score = REQUEST_SECONDS.labels(service, "GET", SCORE_ROUTE, "200").observe
     observe_page = REQUEST_SECONDS.labels(service, "GET", PAGE_ROUTE, "200").observe
     pages: dict[tuple[str, bytes], tuple[float, list[tuple[bytes, bytes]], bytes]] = {}
+    # Pages being built: when a copy expires, one reader rebuilds it and the rest wait for it.
+    building: dict[tuple[str, bytes], asyncio.Future[None]] = {}
 
     async def answer(send: Send, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         await send(HTTPResponseStartEvent(type="http.response.start", status=200, headers=headers))
@@ -87,6 +90,9 @@ def fast_lane(
         started = time.perf_counter()
         key = (scope["path"], scope["query_string"])
         kept = pages.get(key)
+        if (kept is None or kept[0] <= started) and key in building:
+            await asyncio.shield(building[key])  # one reader builds it; the others wait
+            kept = pages.get(key)
         if kept is not None and kept[0] > started:
             await answer(send, [*kept[1], (HEADER, request_id)], kept[2])
             observe_page(time.perf_counter() - started)
@@ -104,7 +110,12 @@ def fast_lane(
                 pages[key] = (started + page_cache_s, reply["headers"], body)
             await send(message)
 
-        await app(scope, receive, keep)
+        built = building[key] = asyncio.get_running_loop().create_future()
+        try:
+            await app(scope, receive, keep)
+        finally:
+            del building[key]
+            built.set_result(None)
 
     async def lane(scope: Scope, receive: Receive, send: Send) -> None:
         if (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, cast
 
@@ -124,3 +125,24 @@ async def test_with_no_time_to_keep_pages_every_page_reaches_the_app() -> None:
     for _ in range(3):
         await _get(lane, "/api/commentables/c/comments", b"sort=top")
     assert app.calls == 3
+
+
+async def test_readers_of_a_page_being_built_wait_for_it_instead_of_building_it_again() -> None:
+    release = asyncio.Event()
+
+    class _Slow(_App):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await release.wait()
+            await super().__call__(scope, receive, send)
+
+    app = _Slow()
+    lane = _lane(app)
+    readers = [
+        asyncio.create_task(_get(lane, "/api/commentables/c/comments", b"sort=hot"))
+        for _ in range(20)
+    ]
+    await asyncio.sleep(0.01)
+    release.set()
+    answers = await asyncio.gather(*readers)
+    assert app.calls == 1
+    assert {a[1]["body"] for a in answers} == {b"app 1"}
