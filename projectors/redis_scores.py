@@ -234,25 +234,33 @@ class RedisScoresProjection:
     @staticmethod
     def _call(
         generation: str, commentable_id: str, envelopes: list[Envelope], publish: bool
-    ) -> tuple[list[str], list[str]]:
+    ) -> tuple[list[str], list[str | bytes]]:
         blocks = _Blocks(generation, commentable_id)
-        args: list[str] = [redis_keys.live_channel(commentable_id) if publish else ""]
+        events: list[tuple[object, ...]] = []
         for envelope in envelopes:
             event = envelope.event
-            block = blocks.of(event.comment_id, event.parent_id)
-            kind = _KIND.get(type(event), "V")
-            value = getattr(event, "value", 0)
-            previous = getattr(event, "previous", 0)
-            user = getattr(event, "user_id", "")
-            created = int(envelope.occurred_at.timestamp() * 1000)
+            comment_id = str(event.comment_id)
+            parent = str(event.parent_id) if event.parent_id else ""
             # The last value: a new comment's depth, an edit's new text (for live pages).
             extra = (
                 event.depth if isinstance(event, CommentPosted) else getattr(event, "content", "")
             )
-            fields = (block, kind, envelope.position, value, previous, created)
-            parent = str(event.parent_id) if event.parent_id else ""
-            args += [*map(str, fields), user, str(event.comment_id), parent, str(extra)]
-        return blocks.keys, args
+            events.append(
+                (
+                    blocks.of(comment_id, parent),
+                    _KIND.get(type(event), "V"),
+                    envelope.position,
+                    getattr(event, "value", 0),
+                    getattr(event, "previous", 0),
+                    int(envelope.occurred_at.timestamp() * 1000),
+                    getattr(event, "user_id", ""),
+                    comment_id,
+                    parent,
+                    extra,
+                )
+            )
+        channel = redis_keys.live_channel(commentable_id) if publish else ""
+        return blocks.keys, [channel, _msgpack.encode(events)]
 
 
 async def mark_intact(redis: AnyRedis, generation: str) -> None:
