@@ -4,11 +4,11 @@
 
 ``--writers`` connections each run batches of N vote commands (the group commit's unit of
 work: lock and load, decide, then take the log head lock, append and commit) back to back.
-Every append serializes on the one ``event_head`` row from its UPDATE to its COMMIT; the
-``head_lock_busy`` figure is the share of wall time some batch spent in that statement
-(``tally_event_head_lock_seconds``, the append-and-commit round trip seen by the client). Near
-1.0, the head lock is the ceiling and more writers only queue; well below, the ceiling is
-elsewhere (CPU, here).
+Every append serializes on the one ``event_head`` row from its UPDATE to its COMMIT. Each batch
+size runs twice: with one writer, the append-and-commit round trip
+(``tally_event_head_lock_seconds``) is the time the lock is held, nothing else waits for it, and
+``batch / hold`` is the most the head lock lets through; with ``--writers`` writers, the
+votes/s the store actually sustains, and the append time including the wait for the lock.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ async def measure(
     dsn: str, comments: list[uuid.UUID], batch: int, writers: int, seconds: float
 ) -> dict[str, Any]:
     """Votes/s, batch latency and the head lock's busy share at one batch size."""
-    in_append = -_held()
+    in_append, appends = -_held(), -_appends()
     batch_seconds: list[float] = []
     accepted = 0
     weights = [1 / (rank + 1) for rank in range(len(comments))]
@@ -88,6 +88,7 @@ async def measure(
     await asyncio.gather(*(writer(n) for n in range(writers)))
     wall = time.perf_counter() - began
     in_append += _held()
+    appends += _appends()
     batch_seconds.sort()
     return {
         "batch": batch,
@@ -95,13 +96,17 @@ async def measure(
         "votes_per_second": round(accepted / wall),
         "batch_p50_ms": round(percentile(batch_seconds, 0.5) * 1000, 2),
         "batch_p99_ms": round(percentile(batch_seconds, 0.99) * 1000, 2),
-        "head_lock_busy": round(in_append / wall, 2),
+        "append_mean_ms": round(1000 * in_append / max(1, appends), 2),
     }
 
 
 def _held() -> float:
-    """Seconds spent holding the head lock so far, in this process."""
+    """Seconds spent in append-and-commit so far, in this process."""
     return float(REGISTRY.get_sample_value("tally_event_head_lock_seconds_sum") or 0.0)
+
+
+def _appends() -> float:
+    return float(REGISTRY.get_sample_value("tally_event_head_lock_seconds_count") or 0.0)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -110,12 +115,18 @@ async def main(args: argparse.Namespace) -> None:
     comments = await _post(settings.pg_dsn, 2000)
     points = []
     for batch in (int(b) for b in args.batches.split(",")):
-        point = await measure(settings.pg_dsn, comments, batch, args.writers, args.seconds)
-        points.append(point)
+        alone = await measure(settings.pg_dsn, comments, batch, 1, args.seconds)
+        shared = await measure(settings.pg_dsn, comments, batch, args.writers, args.seconds)
+        ceiling = round(batch * 1000 / alone["append_mean_ms"])
+        points.append(
+            {"batch": batch, "one_writer": alone, "writers": shared}
+            | {"head_lock_ceiling_votes_per_second": ceiling}
+        )
         print(
-            f"batch {batch:>4}: {point['votes_per_second']:>7,} votes/s, batch p50"
-            f" {point['batch_p50_ms']} ms p99 {point['batch_p99_ms']} ms, head lock busy"
-            f" {point['head_lock_busy']:.0%}",
+            f"batch {batch:>4}: lock held {alone['append_mean_ms']} ms (ceiling {ceiling:,}"
+            f" votes/s); 1 writer {alone['votes_per_second']:,} votes/s;"
+            f" {args.writers} writers {shared['votes_per_second']:,} votes/s, batch p99"
+            f" {shared['batch_p99_ms']} ms",
             file=sys.stderr,
         )
     report("ceiling", {"writers": args.writers, "seconds": args.seconds, "points": points})

@@ -70,12 +70,13 @@ def fast_lane(
     async def score(comment_id: str, request_id: bytes, send: Send) -> bool:
         started = time.perf_counter()
         try:
-            counts = await reads().score(str(UUID(comment_id)))
+            comment_id = str(UUID(comment_id))
+            counts = await reads().score(comment_id)
         except Exception:
             return False  # a bad id or a store error: the route answers it as a problem
         if counts is None:
             return False
-        body = _encode(ScoreOut(str(UUID(comment_id)), counts.up, counts.down, counts.score))
+        body = _encode(ScoreOut(comment_id, counts.up, counts.down, counts.score))
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),
