@@ -98,24 +98,27 @@ def fast_lane(
             await answer(send, [*kept[1], (HEADER, request_id)], kept[2])
             observe_page(time.perf_counter() - started)
             return
-        reply: dict[str, Any] = {}
+        reply: dict[str, Any] = {"body": []}
 
         async def keep(message: Message) -> None:
             if message["type"] == "http.response.start":
                 reply["status"] = message["status"]
                 reply["headers"] = [h for h in message.get("headers", []) if h[0] != HEADER]
-            elif reply.get("status") == 200 and not message.get("more_body", False):
-                if len(pages) >= _PAGES_KEPT:
-                    pages.clear()
-                body = cast(bytes, message.get("body", b""))
-                pages[key] = (started + page_cache_s, reply["headers"], body)
+            elif reply.get("status") == 200:
+                reply["body"].append(cast(bytes, message.get("body", b"")))
+                if not message.get("more_body", False):
+                    if len(pages) >= _PAGES_KEPT:
+                        pages.clear()
+                    body = b"".join(reply["body"])
+                    pages[key] = (started + page_cache_s, reply["headers"], body)
             await send(message)
 
         built = building[key] = asyncio.get_running_loop().create_future()
         try:
             await app(scope, receive, keep)
         finally:
-            del building[key]
+            if building.get(key) is built:  # a failed build's waiters may each build anew
+                del building[key]
             built.set_result(None)
 
     async def lane(scope: Scope, receive: Receive, send: Send) -> None:

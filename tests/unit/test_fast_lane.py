@@ -146,3 +146,26 @@ async def test_readers_of_a_page_being_built_wait_for_it_instead_of_building_it_
     answers = await asyncio.gather(*readers)
     assert app.calls == 1
     assert {a[1]["body"] for a in answers} == {b"app 1"}
+
+
+async def test_a_page_sent_in_pieces_is_kept_whole_and_failed_builds_leave_no_trace() -> None:
+    class _Chunked(_App):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            self.calls += 1
+            await asyncio.sleep(0.01)
+            await send({"type": "http.response.start", "status": self.status, "headers": []})
+            await send({"type": "http.response.body", "body": b"pa", "more_body": True})
+            await send({"type": "http.response.body", "body": b"ge", "more_body": False})
+
+    chunked = _Chunked()
+    lane = _lane(chunked)
+    await _get(lane, "/api/commentables/c/comments")
+    again = await _get(lane, "/api/commentables/c/comments")
+    assert chunked.calls == 1 and again[1]["body"] == b"page"
+
+    failing = _Chunked(status=503)
+    lane = _lane(failing)
+    answers = await asyncio.gather(*(_get(lane, "/api/commentables/c/comments") for _ in range(5)))
+    assert all(a[0]["status"] == 503 for a in answers)
+    assert failing.calls >= 2  # nothing kept: waiters built their own answers
+    assert (await _get(lane, "/api/commentables/c/comments"))[0]["status"] == 503
