@@ -150,7 +150,7 @@ def main() -> None:
         "--hold",
         type=float,
         default=0,
-        help="keep the query API up this many seconds before the page load (to attach py-spy)",
+        help="keep the query API up this many seconds before each load (to attach py-spy)",
     )
     args = parser.parse_args()
     prepare_stack(get_settings())
@@ -161,7 +161,11 @@ def main() -> None:
     env = as_environment(settings) | {"TALLY_LOG_LEVEL": "warning", "TALLY_LOG_FORMAT": "json"}
     hello = measure("bench.hello_app:create_app", env, ["/hello"], args.seconds)
     scores = measure(
-        "tally.bootstrap:query_app", env, [f"/api/comments/{i}/score" for i in ids], args.seconds
+        "tally.bootstrap:query_app",
+        env,
+        [f"/api/comments/{i}/score" for i in ids],
+        args.seconds,
+        args.hold,
     )
     pages = measure(
         "tally.bootstrap:query_app",

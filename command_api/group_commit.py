@@ -2,8 +2,10 @@
 
 A worker takes the first queued command, waits until ``max_wait`` has passed or ``max_batch``
 commands are queued, and runs what is queued together: one lock on the log head and one fsync
-for the lot. Several workers run so that one batch collects while another commits. The wait
-costs one timer per batch, never one per command.
+for the lot. While a batch commits, the next one collects in the queue; more workers
+(``TALLY_GROUP_COMMIT_WORKERS``) commit several at once, in smaller batches, which costs more
+per command (see docs/performance.md). The wait costs one timer per batch, never one per
+command.
 
 Bounded: at most ``max_queue`` commands wait (past that, ``Overloaded`` at once: the API answers
 503 with Retry-After instead of queuing), and a command still queued at its deadline is dropped

@@ -84,7 +84,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     group_commit: bool = True
     group_commit_max_wait_ms: float = 2.0
     group_commit_max_batch: int = 256
-    group_commit_workers: int = 2
+    # Batches in flight per process. One: the next batch collects while this one commits, and
+    # batches stay large (bench.write: ~15 % more votes/s and a lower p99 than with two).
+    group_commit_workers: int = 1
 
     idempotency_ttl_seconds: int = 24 * 3600
     idempotency_cleanup_interval_seconds: int = 300

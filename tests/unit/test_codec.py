@@ -63,3 +63,66 @@ def test_a_vote_written_before_the_author_field_still_decodes() -> None:
     old += b'"commentable_id":"p","user_id":"u","value":1,"previous":0}'
     event = decode_event("VoteCast", 1, old)
     assert isinstance(event, VoteCast) and event.comment_author_id is None
+
+
+def _envelope_json(event: dict[str, Any]) -> bytes:
+    return encode(
+        {
+            "event_id": uuid4(),
+            "stream_id": "vote-x",
+            "stream_version": 1,
+            "position": 7,
+            "occurred_at": "2026-11-27T04:00:00+00:00",
+            "event": event,
+        }
+    )
+
+
+def test_an_envelope_of_the_current_schema_decodes_in_one_pass_to_the_same_value() -> None:
+    from datetime import UTC, datetime
+
+    from schemas.codec import decode_envelope
+    from schemas.envelope import Envelope
+
+    event = VoteCast(comment_id=uuid4(), commentable_id="p", user_id="u", value=1, previous=0)
+    envelope = Envelope(
+        event_id=uuid4(),
+        stream_id="vote-x",
+        stream_version=3,
+        position=42,
+        occurred_at=datetime(2026, 11, 27, 4, 0, 0, 123000, tzinfo=UTC),
+        correlation_id="c-1",
+        event=event,
+    )
+    assert decode_envelope(encode(envelope)) == envelope
+
+
+def test_an_old_envelope_that_would_decode_as_current_is_still_upcast(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from schemas.codec import decode_envelope
+
+    # v1 stored the value negated; its fields would fit the current struct as they are.
+    def v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+        return {**raw, "value": -raw["value"]}
+
+    monkeypatch.setitem(codec.UPCASTERS, ("VoteCast", 1), v1_to_v2)
+    monkeypatch.setattr(codec, "CURRENT_SCHEMA_VERSION", 2)
+    old = {
+        "type": "VoteCast",
+        "comment_id": str(uuid4()),
+        "commentable_id": "p",
+        "user_id": "u",
+        "value": -1,
+        "previous": 0,
+        "schema_version": 1,
+    }
+    event = decode_envelope(_envelope_json(old)).event
+    assert isinstance(event, VoteCast) and (event.value, event.schema_version) == (1, 2)
+
+
+def test_an_envelope_of_an_unknown_type_is_an_error() -> None:
+    from schemas.codec import decode_envelope
+
+    with pytest.raises(UnknownEventError, match="unknown event type"):
+        decode_envelope(_envelope_json({"type": "VoteExploded", "comment_id": str(uuid4())}))
