@@ -55,6 +55,11 @@ def encode(value: object) -> bytes:
     return _encoder.encode(value)
 
 
+def is_current(event: Event) -> bool:
+    """Whether ``event`` has the schema version this code writes: nothing to upcast."""
+    return event.schema_version == CURRENT_SCHEMA_VERSION
+
+
 def decode_event(type_name: str, schema_version: int, data: bytes | str) -> Event:
     """Decode a stored event, upcasting it first if it has an older schema version."""
     if type_name not in EVENT_TYPES:
@@ -93,7 +98,7 @@ def decode_envelope(data: bytes) -> Envelope:
     # version, an unknown type, a bad field) takes the careful path, which upcasts or says why.
     try:
         envelope: Envelope = _envelope_decoder.decode(data)
-        if envelope.event.schema_version == CURRENT_SCHEMA_VERSION:
+        if is_current(envelope.event):
             return envelope
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass

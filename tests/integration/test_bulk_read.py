@@ -1,0 +1,50 @@
+"""``stream_events``: the log in position order, in chunks the server builds as JSON."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from event_store import bulk_read
+from event_store.port import PendingEvent, stream_of_comment
+from event_store.postgres import append_pending
+from schemas.events import CommentPosted
+
+
+async def test_a_range_comes_whole_in_order_across_chunks_and_batches(
+    apool: AsyncConnectionPool[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk_read, "_CHUNK_SIZE", 5)  # several server chunks per batch
+    events = [
+        CommentPosted(
+            comment_id=uuid.uuid4(),
+            commentable_id="bulk",
+            author_id="alice",
+            content=f'tab\\there, a quote " and é {n}',
+        )
+        for n in range(25)
+    ]
+    async with apool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        positions = await append_pending(
+            cur,
+            [
+                PendingEvent(stream_id=stream_of_comment(e.comment_id), stream_version=1, event=e)
+                for e in events
+            ],
+        )
+    after, until = positions[2], positions[19]  # positions[3] .. positions[19]
+    async with apool.connection() as conn:
+        batches = [b async for b in bulk_read.stream_events(conn, after, until, batch_size=7)]
+    assert [len(b) for b in batches] == [7, 7, 3]
+    read = [e for b in batches for e in b]
+    assert [e.position for e in read] == positions[3:20]
+    assert [e.event for e in read] == events[3:20]
+    assert all(e.occurred_at.tzinfo is not None for e in read)
+
+    async with apool.connection() as conn:
+        nothing = [b async for b in bulk_read.stream_events(conn, positions[-1], 2**62)]
+        tail = [b async for b in bulk_read.stream_events(conn, positions[-2], 2**62)]
+    assert nothing == [] and [e.event for b in tail for e in b] == events[-1:]
