@@ -1,114 +1,84 @@
-"""Stream the log fast for rebuilds: chunks of envelopes as one JSON array each.
+"""Stream the log fast for rebuilds: ``COPY ... TO STDOUT`` in text format, parsed here.
 
 A server-side cursor spends most of its time turning each column into a Python object in
-psycopg, and COPY hands over one row per call. Here the server builds each chunk's JSON (on
-its own core, while this process decodes the last one) and msgspec decodes the whole array into
-envelopes at once, upcasting old schema versions exactly as the live path does.
+psycopg; COPY hands over raw lines, and only the event's JSON is decoded (with msgspec, upcasting
+old schema versions exactly as the live path does). About 300k events/s on one core.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-import msgspec
 import psycopg
 
-from schemas.codec import decode_event, is_current
+from schemas.codec import decode_event
 from schemas.envelope import Envelope
 
+_COPY = """COPY (
+    SELECT position, event_id, stream_id, stream_version, type, schema_version, data,
+           recorded_at, metadata->>'correlation_id', metadata->>'causation_id'
+    FROM events WHERE position > {after} AND position <= {until} ORDER BY position
+) TO STDOUT"""
 
-class _Row(msgspec.Struct, frozen=True, kw_only=True):
-    """An envelope as ``_CHUNK`` sends it, its event still JSON: the careful path's input."""
-
-    event_id: UUID
-    stream_id: str
-    stream_version: int
-    position: int
-    occurred_at: datetime
-    correlation_id: str | None = None
-    causation_id: str | None = None
-    type: str
-    schema_version: int
-    event: msgspec.Raw
+# COPY's text format escapes a backslash and the control characters; nothing else.
+_ESCAPED = re.compile(rb"\\[\\tnrbfv]")
+_PLAIN = {b"\\\\": b"\\", b"\\t": b"\t", b"\\n": b"\n", b"\\r": b"\r", b"\\b": b"\b"}
+_PLAIN |= {b"\\f": b"\f", b"\\v": b"\v"}
+_NULL = b"\\N"
 
 
-# Up to ``limit`` envelopes in one JSON array, built by the server (on its own core) and
-# decoded here in one msgspec call: about 1 µs an event, against ≈ 10 µs for a COPY line,
-# which psycopg hands over one row per call.
-_CHUNK = """
-SELECT json_agg(json_build_object(
-    'event_id', event_id, 'stream_id', stream_id, 'stream_version', stream_version,
-    'position', position, 'occurred_at', recorded_at,
-    'correlation_id', metadata->>'correlation_id', 'causation_id', metadata->>'causation_id',
-    'type', type, 'schema_version', schema_version, 'event', data) ORDER BY position)::text,
-    max(position), count(*)
-FROM (SELECT * FROM events WHERE position > %s AND position <= %s ORDER BY position LIMIT %s) e
-"""
-_CHUNK_SIZE = 10_000
-_envelopes = msgspec.json.Decoder(list[Envelope])
-_rows = msgspec.json.Decoder(list[_Row])
+def unescape(field: bytes) -> bytes:
+    """One field of a COPY text line, as stored."""
+    if b"\\" not in field:
+        return field
+    return _ESCAPED.sub(lambda m: _PLAIN[m.group()], field)
 
 
-def decode_chunk(text: bytes | str) -> list[Envelope]:
-    """A ``_CHUNK`` array as envelopes: in one pass when every event has the current schema,
-    else row by row through ``decode_event`` (which upcasts, or says what it cannot read)."""
-    try:
-        envelopes = _envelopes.decode(text)
-        if all(is_current(e.event) for e in envelopes):
-            return envelopes
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        pass
-    return [
-        Envelope(
-            event_id=row.event_id,
-            stream_id=row.stream_id,
-            stream_version=row.stream_version,
-            position=row.position,
-            occurred_at=row.occurred_at,
-            correlation_id=row.correlation_id,
-            causation_id=row.causation_id,
-            event=decode_event(row.type, row.schema_version, bytes(row.event)),
-        )
-        for row in _rows.decode(text)
-    ]
+def _text(field: bytes) -> str | None:
+    return None if field == _NULL else unescape(field).decode()
+
+
+def parse_line(line: bytes) -> Envelope:
+    """One COPY line of the query above as an envelope (events upcast on the way)."""
+    position, event_id, stream_id, version, type_name, schema, data, at, corr, cause = line.split(
+        b"\t"
+    )
+    return Envelope(
+        event_id=UUID(event_id.decode()),
+        stream_id=unescape(stream_id).decode(),
+        stream_version=int(version),
+        position=int(position),
+        occurred_at=datetime.fromisoformat(at.decode()),
+        correlation_id=_text(corr),
+        causation_id=_text(cause),
+        event=decode_event(type_name.decode(), int(schema), unescape(data)),
+    )
 
 
 async def stream_events(
     conn: psycopg.AsyncConnection[Any], after: int, until: int, batch_size: int = 20_000
 ) -> AsyncIterator[list[Envelope]]:
     """Events in ``(after, until]`` in position order, in lists of ``batch_size`` (the last may
-    be shorter).
-
-    Positions have no holes, so the range is cut into chunks up front and the next chunk's query
-    is already queued (pipeline mode) while this one is decoded: the server builds one chunk's
-    JSON while this process decodes the one before.
-    """
-    head = await (await conn.execute("SELECT position FROM event_head")).fetchone()
-    until = min(until, int(head[0]) if head else 0)
-    chunk = min(batch_size, _CHUNK_SIZE)
-    starts = iter(range(after, until, chunk))
+    be shorter)."""
+    query = _COPY.format(after=int(after), until=int(until))
     batch: list[Envelope] = []
-    async with conn.pipeline():
-        queued: collections.deque[psycopg.AsyncCursor[Any]] = collections.deque()
-        while True:
-            while len(queued) < 2 and (start := next(starts, None)) is not None:
-                cur = conn.cursor()
-                await cur.execute(_CHUNK, (start, min(start + chunk, until), chunk))
-                queued.append(cur)
-            if not queued:
-                break
-            row = await queued.popleft().fetchone()
-            if row is not None and row[2]:
-                batch.extend(decode_chunk(row[0]))
+    rest = b""
+    async with conn.cursor() as cur, cur.copy(query) as copy:
+        async for block in copy:
+            lines = (rest + bytes(block)).split(b"\n")
+            rest = lines.pop()
+            batch.extend(parse_line(line) for line in lines)
             while len(batch) >= batch_size:
                 yield batch[:batch_size]
                 batch = batch[batch_size:]
+    if rest:
+        batch.append(parse_line(rest))
     if batch:
         yield batch
 

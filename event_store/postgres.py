@@ -269,7 +269,7 @@ class PostgresEventStore:
     async def read_all(
         self, after: int = 0, batch_size: int = 1000, until: int | None = None
     ) -> AsyncIterator[list[Envelope]]:
-        """See ``EventStore.read_all``; streams in chunks (``event_store.bulk_read``)."""
+        """See ``EventStore.read_all``; streams with COPY (``event_store.bulk_read``)."""
         upto = until if until is not None else 2**62
         async with self._pool.connection() as conn:
             async for batch in stream_events(conn, after, upto, batch_size):

@@ -1,11 +1,10 @@
-"""``stream_events``: the log in position order, in chunks the server builds as JSON."""
+"""``stream_events``: the log in position order, in batches, read with COPY and parsed here."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from event_store import bulk_read
@@ -14,10 +13,9 @@ from event_store.postgres import append_pending
 from schemas.events import CommentPosted
 
 
-async def test_a_range_comes_whole_in_order_across_chunks_and_batches(
-    apool: AsyncConnectionPool[Any], monkeypatch: pytest.MonkeyPatch
+async def test_a_range_comes_whole_in_order_across_batches_with_escaped_text(
+    apool: AsyncConnectionPool[Any],
 ) -> None:
-    monkeypatch.setattr(bulk_read, "_CHUNK_SIZE", 5)  # several server chunks per batch
     events = [
         CommentPosted(
             comment_id=uuid.uuid4(),
