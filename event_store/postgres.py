@@ -35,11 +35,11 @@ from schemas.events import Event
 
 _encoder = msgspec.json.Encoder()
 
-# The serialized part of every append: no other append runs while one holds the head lock,
-# so its sum over time is how busy the single writer is (1 s per second: saturated).
+# The serialized part of every append: from the head lock's UPDATE to COMMIT, plus any wait for
+# the lock. With one writer, its sum over time is how busy the single writer is (bench.ceiling).
 HEAD_LOCK_SECONDS = Histogram(
     "tally_event_head_lock_seconds",
-    "Append and commit, holding the log head lock (client-side round trip)",
+    "Append and commit: the log head lock held, plus any wait for it (client round trip)",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 
