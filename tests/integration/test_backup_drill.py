@@ -8,6 +8,7 @@ restored server is a second PostgreSQL started from the restored directory.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -86,6 +87,9 @@ async def test_backup_then_point_in_time_restore_then_replay_and_verify(
     listed = await run_cli(settings, "backup", "--list", "--json")
     labels = [b["label"] for b in msgspec.json.decode(listed.stdout)]
     assert labels and labels[-1].endswith("F"), listed.stdout
+    # pgBackRest keeps a backup's stop time in whole seconds and restores to a time only from a
+    # backup that stopped before it: a moment within the same second would find no backup.
+    await asyncio.sleep(1.5)
 
     # After the backup: these exist only in the archived WAL.
     after = await record_history(apool, 200, seed=22)
