@@ -8,6 +8,8 @@ import os
 import platform
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,22 @@ class Connection:
     async def close(self) -> None:
         self.writer.close()
         await self.writer.wait_closed()
+
+
+async def at_fixed_rate(
+    rate: float, seconds: float, send: Callable[[float], Coroutine[Any, Any, None]]
+) -> float:
+    """Open loop: start ``send(due)`` every ``1/rate`` s for ``seconds``, whether or not the
+    earlier ones answered; wait for all, and return the seconds from start to the last answer."""
+    started = time.perf_counter()
+    tasks = []
+    for n in range(int(rate * seconds)):
+        due = started + n / rate
+        if (wait := due - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(send(due)))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - started
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

@@ -34,6 +34,7 @@ from bench import write as write_bench
 from bench.anchor import eventsourcing_appends
 from bench.common import (
     Connection,
+    at_fixed_rate,
     bench_settings,
     drop_keyspace,
     percentile,
@@ -87,16 +88,7 @@ async def open_loop(
         finally:
             idle.put_nowait(conn)
 
-    started = time.perf_counter()
-    total = int(rate * seconds)
-    tasks = []
-    for n in range(total):
-        due = started + n / rate
-        if (wait := due - time.perf_counter()) > 0:
-            await asyncio.sleep(wait)
-        tasks.append(asyncio.create_task(vote(due)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - started
+    elapsed = await at_fixed_rate(rate, seconds, vote)
     while not idle.empty():
         await idle.get_nowait().close()
     latencies.sort()

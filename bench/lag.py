@@ -23,6 +23,7 @@ import uvloop
 
 from bench.common import (
     Connection,
+    at_fixed_rate,
     bench_settings,
     drop_keyspace,
     fresh_bench_database,
@@ -67,7 +68,7 @@ async def measure(settings: Settings, rate: int, seconds: float) -> dict[str, An
     errors = 0
     rng = random.Random(7)
 
-    async def vote() -> None:
+    async def vote(_due: float) -> None:
         nonlocal errors
         conn = await free.get()
         try:
@@ -88,16 +89,7 @@ async def measure(settings: Settings, rate: int, seconds: float) -> dict[str, An
         finally:
             free.put_nowait(conn)
 
-    started = time.perf_counter()
-    total = int(rate * seconds)
-    tasks = []
-    for n in range(total):
-        delay = started + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(vote()))
-    await asyncio.gather(*tasks)
-    sent_for = time.perf_counter() - started
+    sent_for = await at_fixed_rate(rate, seconds, vote)
     await asyncio.sleep(3)  # let the last changes arrive
     listener.cancel()
     lags, missing = [], 0
@@ -114,7 +106,7 @@ async def measure(settings: Settings, rate: int, seconds: float) -> dict[str, An
     await redis.aclose()
     return {
         "rate_asked": rate,
-        "rate_sent": round(total / sent_for, 1),
+        "rate_sent": round(int(rate * seconds) / sent_for, 1),
         "seconds": seconds,
         "votes_with_events": len(replies),
         "errors": errors,
