@@ -24,6 +24,7 @@ from bench.common import (
     with_history,
 )
 from event_store.relay import publish_all
+from kernel.runtime import tune_gc
 from kernel.settings import get_settings
 from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import LOW_WATER
@@ -83,4 +84,5 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
     prepare_stack(get_settings())
+    tune_gc()  # as `tally project` and `tally replay` do
     uvloop.run(main(args.events))

@@ -1,6 +1,6 @@
 """Rebuild throughput: ``tally replay --projection redis`` over a large log.
 
-    python -m bench.replay [--events 1000000] [--batch-size 100000]
+    python -m bench.replay [--events 1000000] [--batch-size N]
 
 Seeds a fresh bench database with ``tally seed`` (COPY, no outbox), then rebuilds the Redis
 projection from position 0 into a new generation and switches to it, as an operator would.
@@ -17,6 +17,7 @@ import uvloop
 
 from bench.common import bench_settings, drop_keyspace, fresh_bench_database, prepare_stack, report
 from event_store.seed import SeedPlan, seed
+from kernel.runtime import tune_gc
 from kernel.settings import get_settings
 from projectors.generations import Generations
 from projectors.rebuilds import RedisGenerationRebuild
@@ -69,7 +70,8 @@ async def main(events: int, batch_size: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=RedisGenerationRebuild.batch_size)
     args = parser.parse_args()
     prepare_stack(get_settings())
+    tune_gc()  # as `tally project` and `tally replay` do
     uvloop.run(main(args.events, args.batch_size))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from uuid import UUID
 
 from schemas.envelope import Envelope
-from schemas.events import CommentDeleted, CommentPosted, VoteCast, VoteChanged, VoteRetracted
+from schemas.events import CommentDeleted, CommentPosted, VoteEventBase
 
 
 @dataclass(slots=True)
@@ -32,18 +33,18 @@ class CommentChange:
 
 def compact(envelopes: Sequence[Envelope]) -> dict[str, CommentChange]:
     """One change per comment id, for events given in position order."""
-    changes: dict[str, CommentChange] = {}
+    # Keyed by the UUID while folding: its text is made once per comment, not once per event.
+    changes: dict[UUID, CommentChange] = {}
     for envelope in envelopes:
         event = envelope.event
-        comment_id = str(event.comment_id)
-        change = changes.get(comment_id)
+        change = changes.get(event.comment_id)
         if change is None:
-            change = changes[comment_id] = CommentChange(
+            change = changes[event.comment_id] = CommentChange(
                 event.commentable_id, envelope.position, envelope.position
             )
             change.parent = str(event.parent_id) if event.parent_id else ""
         change.last = envelope.position
-        if isinstance(event, VoteCast | VoteChanged | VoteRetracted):
+        if isinstance(event, VoteEventBase):
             change.up += (event.value == 1) - (event.previous == 1)
             change.down += (event.value == -1) - (event.previous == -1)
             change.votes[event.user_id] = event.value
@@ -52,4 +53,4 @@ def compact(envelopes: Sequence[Envelope]) -> dict[str, CommentChange]:
             change.depth = event.depth
         elif isinstance(event, CommentDeleted):
             change.deleted = True
-    return changes
+    return {str(comment_id): change for comment_id, change in changes.items()}

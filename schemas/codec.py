@@ -107,7 +107,11 @@ def decode_envelope(data: bytes) -> Envelope:
         header = _header_decoder.decode(raw.event)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise UnknownEventError(f"undecodable envelope: {exc}") from exc
-    event = decode_event(header.type, header.schema_version, raw.event)
+    return envelope_of(raw, decode_event(header.type, header.schema_version, raw.event))
+
+
+def envelope_of(raw: RawEnvelope, event: Event) -> Envelope:
+    """``raw`` with its fields checked and ``event`` (already decoded and upcast) inside."""
     try:
         return Envelope(
             event_id=msgspec.convert(raw.event_id, UUID),

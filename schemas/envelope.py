@@ -10,7 +10,7 @@ import msgspec
 from schemas.events import Event
 
 
-class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+class Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One recorded event as the store, Kafka and the projectors see it."""
 
     event_id: UUID

@@ -14,7 +14,7 @@ import msgspec
 VoteValue = Literal[-1, 0, 1]
 
 
-class BaseEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class BaseEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
     """Fields every event has. ``comment_id`` is also the Kafka key; ``parent_id`` says which
     thread the comment is in (``None``: top level), so projectors rank it where it belongs
     without looking anything up."""

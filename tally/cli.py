@@ -337,11 +337,13 @@ def _backend(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
     from kernel.logging import configure_logging
+    from kernel.runtime import tune_gc
     from kernel.tracing import configure_tracing
     from tally import bootstrap
 
     configure_logging(args.command, settings.log_format, settings.log_level)
     configure_tracing(settings, "projector" if args.command == "project" else args.command)
+    tune_gc()
     if args.command == "relay":
         uvloop.run(bootstrap.run_relay(settings))
     elif args.command == "project":

@@ -6,12 +6,12 @@ so each worker configures its own logging and tracing here before building its a
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 
 from litestar import Litestar
 
 from kernel.logging import configure_logging
+from kernel.runtime import tune_gc
 from kernel.settings import Settings, get_settings
 from kernel.tracing import configure_tracing
 
@@ -21,11 +21,7 @@ def _served(service: str, build: Callable[[Settings], Litestar]) -> Litestar:
     configure_logging(service, settings.log_format, settings.log_level)
     configure_tracing(settings, service)
     app = build(settings)
-    # What is built by now lives as long as the process: keep the collector off it, and let
-    # the young generation grow, so full collections (event-loop pauses of tens of ms on a
-    # busy worker) come rarely.
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
+    tune_gc()
     return app
 
 

@@ -46,3 +46,28 @@ async def test_a_range_comes_whole_in_order_across_batches_with_escaped_text(
         nothing = [b async for b in bulk_read.stream_events(conn, positions[-1], 2**62)]
         tail = [b async for b in bulk_read.stream_events(conn, positions[-2], 2**62)]
     assert nothing == [] and [e.event for b in tail for e in b] == events[-1:]
+
+
+async def test_ranges_across_many_chunks_come_whole_and_in_order(
+    apool: AsyncConnectionPool[Any],
+) -> None:
+    events = [
+        CommentPosted(comment_id=uuid.uuid4(), commentable_id="bulk", author_id="a", content="x")
+        for _ in range(2 * bulk_read.CHUNK + 300)
+    ]
+    async with apool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        positions = await append_pending(
+            cur,
+            [
+                PendingEvent(stream_id=stream_of_comment(e.comment_id), stream_version=1, event=e)
+                for e in events
+            ],
+        )
+    # Neither end on a chunk boundary, batches that straddle chunks.
+    after, until = positions[10], positions[-5]
+    async with apool.connection() as conn:
+        batches = [b async for b in bulk_read.stream_events(conn, after, until, batch_size=700)]
+    read = [e for b in batches for e in b]
+    assert [e.position for e in read] == positions[11:-4]
+    assert [e.event for e in read] == events[11:-4]
+    assert all(len(b) == 700 for b in batches[:-1])

@@ -1,0 +1,81 @@
+"""``decode_chunk``: one COPY row of the rebuild's log stream, as envelopes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import msgspec
+import pytest
+
+from event_store.bulk_read import decode_chunk
+from schemas import codec
+from schemas.codec import UnknownEventError, encode
+from schemas.envelope import Envelope
+from schemas.events import CommentPosted, VoteCast
+
+AT = datetime(2026, 11, 27, 6, 0, 1, 123456, tzinfo=UTC)
+
+
+def stored(position: int, data: dict[str, Any], version: int = 1) -> dict[str, Any]:
+    """One stored event as the server writes it into a chunk."""
+    return {
+        "position": position,
+        "event_id": str(UUID(int=position)),
+        "stream_id": f'stream "{position}"',
+        "stream_version": 1,
+        "occurred_at": AT.isoformat(),
+        "correlation_id": "c" if position % 2 else None,
+        "causation_id": None,
+        "type": data["type"],
+        "schema_version": version,
+        "event": data,
+    }
+
+
+def as_copied(rows: list[dict[str, Any]]) -> bytes:
+    """The chunk's body as COPY's text format sends it: every backslash doubled."""
+    return encode(rows)[1:-1].replace(b"\\", b"\\\\")
+
+
+def test_current_events_decode_with_escaped_text_and_every_envelope_field() -> None:
+    comment = CommentPosted(
+        comment_id=uuid4(), commentable_id="t", author_id="a", content='a \\ b "q"\n\té'
+    )
+    vote = VoteCast(
+        comment_id=comment.comment_id, commentable_id="t", user_id="u", value=1, previous=0
+    )
+    rows = [stored(7, msgspec.to_builtins(comment)), stored(8, msgspec.to_builtins(vote))]
+    got = decode_chunk(as_copied(rows))
+    assert [e.event for e in got] == [comment, vote]
+    assert got[0] == Envelope(
+        event_id=UUID(int=7),
+        stream_id='stream "7"',
+        stream_version=1,
+        position=7,
+        occurred_at=AT,
+        correlation_id="c",
+        causation_id=None,
+        event=comment,
+    )
+    assert got[1].correlation_id is None
+
+
+def test_an_old_event_in_a_chunk_is_upcast_by_its_stored_type_and_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(codec, "CURRENT_SCHEMA_VERSION", 2)
+    monkeypatch.setitem(codec.UPCASTERS, ("VoteCast", 1), lambda raw: raw | {"user_id": "bob"})
+    cid = uuid4()
+    old = {"type": "VoteCast", "comment_id": str(cid), "commentable_id": "t", "voter": "bob"}
+    old |= {"value": 1, "previous": 0}
+    new = old | {"user_id": "ann", "schema_version": 2}
+    got = decode_chunk(as_copied([stored(1, old, version=1), stored(2, new, version=2)]))
+    assert [(e.event.user_id, e.event.schema_version) for e in got] == [("bob", 2), ("ann", 2)]  # type: ignore[union-attr]
+
+
+def test_an_unknown_type_in_a_chunk_is_an_error_not_a_skip() -> None:
+    rows = [stored(1, {"type": "VoteExploded", "comment_id": str(uuid4())})]
+    with pytest.raises(UnknownEventError, match="VoteExploded"):
+        decode_chunk(as_copied(rows))
