@@ -67,20 +67,26 @@ class BadHeaders(ValueError):
 
 def decode_headers(raw: Sequence[tuple[str, bytes]] | None) -> MessageHeaders:
     """Read the headers of a consumed message; ``BadHeaders`` when they are not ours."""
-    found = {name: value.decode(errors="replace") for name, value in raw or ()}
+    # Once per consumed message: only the text values are decoded (``int`` reads bytes).
+    found = dict(raw or ())
     try:
+        kind = found.get("kind")
         return MessageHeaders(
-            kind=found.get("kind", EVENT),
+            kind=EVENT if kind is None else kind.decode(errors="replace"),
             position=int(found["position"]),
-            prev=int(found.get("prev", "0")),
-            epoch=int(found.get("epoch", "0")),
-            partitions=int(found.get("partitions", "0")),
-            type=found.get("type", ""),
-            traceparent=found.get("traceparent"),
-            correlation_id=found.get("correlation_id"),
+            prev=int(found.get("prev", 0)),
+            epoch=int(found.get("epoch", 0)),
+            partitions=int(found.get("partitions", 0)),
+            type=found.get("type", b"").decode(errors="replace"),
+            traceparent=_optional_text(found.get("traceparent")),
+            correlation_id=_optional_text(found.get("correlation_id")),
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise BadHeaders(f"not a relay message: headers {sorted(found)}") from exc
+
+
+def _optional_text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode(errors="replace")
 
 
 class KafkaAccess(msgspec.Struct, frozen=True, kw_only=True):

@@ -78,15 +78,17 @@ class Delivery:
         """Apply ``envelopes``; park held-back and poison events, keeping per-comment order."""
         if not envelopes:
             return
-        held = [e for e in envelopes if str(e.event.comment_id) in self.parked]
-        if held:
-            await self.park(
-                [Parked(e.position, str(e.event.comment_id), HELD, True) for e in held],
-                [e.correlation_id for e in held],
-            )
-        ready = [e for e in envelopes if str(e.event.comment_id) not in self.parked]
-        if not ready:
-            return
+        ready = envelopes
+        if self.parked:  # nearly always empty: then nothing is held back
+            held = [e for e in envelopes if str(e.event.comment_id) in self.parked]
+            if held:
+                await self.park(
+                    [Parked(e.position, str(e.event.comment_id), HELD, True) for e in held],
+                    [e.correlation_id for e in held],
+                )
+            ready = [e for e in envelopes if str(e.event.comment_id) not in self.parked]
+            if not ready:
+                return
         try:
             await self._apply(ready)
         except CannotApply:

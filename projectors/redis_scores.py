@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Sequence
 from importlib import resources
 from typing import Any, cast
+from uuid import UUID
 
 import msgspec
 from redis.exceptions import NoScriptError, ResponseError
@@ -236,23 +237,33 @@ class RedisScoresProjection:
         generation: str, commentable_id: str, envelopes: list[Envelope], publish: bool
     ) -> tuple[list[str], list[str | bytes]]:
         blocks = _Blocks(generation, commentable_id)
+        # Per comment, not per event: its block and its id and parent as text.
+        known: dict[UUID, tuple[int, str, str]] = {}
         events: list[tuple[object, ...]] = []
         for envelope in envelopes:
             event = envelope.event
-            comment_id = str(event.comment_id)
-            parent = str(event.parent_id) if event.parent_id else ""
+            found = known.get(event.comment_id)
+            if found is None:
+                comment_id = str(event.comment_id)
+                parent = str(event.parent_id) if event.parent_id else ""
+                found = known[event.comment_id] = (
+                    blocks.of(comment_id, parent),
+                    comment_id,
+                    parent,
+                )
+            block, comment_id, parent = found
             # The last value: a new comment's depth, an edit's new text (for live pages).
-            extra = (
-                event.depth if isinstance(event, CommentPosted) else getattr(event, "content", "")
-            )
+            created, extra = 0, getattr(event, "content", "")
+            if isinstance(event, CommentPosted):
+                created, extra = int(envelope.occurred_at.timestamp() * 1000), event.depth
             events.append(
                 (
-                    blocks.of(comment_id, parent),
+                    block,
                     _KIND.get(type(event), "V"),
                     envelope.position,
                     getattr(event, "value", 0),
                     getattr(event, "previous", 0),
-                    int(envelope.occurred_at.timestamp() * 1000),
+                    created,
                     getattr(event, "user_id", ""),
                     comment_id,
                     parent,
