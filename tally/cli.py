@@ -664,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--projection", choices=["all", "redis", "comments", "votes"], default="all")
     rp.add_argument("--keep", action="store_true", help="keep the old generation or index")
     rp.add_argument(
-        "--batch-size", type=int, help="events per batch (default 100,000 Redis, 2,000 ES)"
+        "--batch-size", type=int, help="events per batch (default 200,000 Redis, 2,000 ES)"
     )
     dq = _command(
         sub,
