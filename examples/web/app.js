@@ -9,7 +9,9 @@ const session = {
   config: null,
   user: sessionStorage.getItem("tally.user"),
   token: sessionStorage.getItem("tally.token"),
-  seen: 0, // the highest position this page has seen: reads reflect at least that much
+  // The highest position this tab has seen: reads reflect at least that much. Kept in
+  // sessionStorage, so a reload of the page still shows the user's own writes.
+  seen: Number(sessionStorage.getItem("tally.seen")) || 0,
   sort: "top",
   cursor: null,
   loading: false,
@@ -23,7 +25,10 @@ function newKey() {
 }
 
 function see(position) {
-  if (Number.isFinite(position) && position > session.seen) session.seen = position;
+  if (Number.isFinite(position) && position > session.seen) {
+    session.seen = position;
+    sessionStorage.setItem("tally.seen", String(position));
+  }
 }
 
 class ApiError extends Error {
