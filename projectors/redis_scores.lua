@@ -3,7 +3,8 @@
 -- KEYS[1]: the comment count; then a block of 8 keys per comment (see redis_rank.lua).
 -- ARGV[1]: pub/sub channel ('' publishes nothing); ARGV[2]: the events, msgpack, each
 --   {index of the comment's block, kind (P posted, E edited, D deleted, V vote), position,
---   value, previous, created ms (0 unless posted), user id, comment id, parent id ('' for none), depth or content}
+--   value, previous, created ms (0 unless posted), user id, comment id, parent id ('' for
+--   none), depth or content}
 --   (one blob: packing 10 arguments per event cost the projector more than Redis's work).
 -- Returns the ids of comments that got an edit, delete or vote but have no hash: Redis lost
 -- them (flushed, evicted). Those events are not applied (counting a vote on nothing would
