@@ -9,45 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from command_api.group_commit import Submit
+from command_api.fast_lane import fast_lane
 from command_api.problems import exception_to_problem
-from command_api.rate_limit import Quota
 from command_api.routes import ROUTES, current_user
-from kernel.auth import TokenVerifier
+from command_api.services import CommandServices
 from kernel.http_middleware import http_middleware
 from kernel.problems import problem
 from kernel.web_contract import REQUEST_ID, StrictStructs, cors, openapi
-
-
-class RateLimiter(Protocol):
-    async def check(self, user_id: str, action: str) -> Quota | None:
-        """Count one ``action`` of ``user_id``; ``RateLimited`` over the limit."""
-        ...
-
-    async def refund(self, user_id: str, action: str) -> None:
-        """Give one back (a replayed request)."""
-        ...
-
-
-@dataclass(frozen=True)
-class CommandServices:
-    """What the command API needs from the outside world."""
-
-    submit: Submit
-    rate_limiter: RateLimiter
-    verifier: TokenVerifier
-    # name -> a check that raises (or times out) when that dependency is down
-    readiness: Mapping[str, Callable[[], Awaitable[object]]] = field(default_factory=dict)
 
 
 class CommandApiConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +32,8 @@ class CommandApiConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     max_body_bytes: int = 64 * 1024
     cors_origins: list[str] = msgspec.field(default_factory=list)
+    # Plain votes answered in front of the framework (command_api.fast_lane); off: the route.
+    fast_lane: bool = True
 
 
 OpenServices = Callable[[], AbstractAsyncContextManager[CommandServices]]
@@ -70,7 +49,7 @@ async def health() -> dict[str, str]:
 async def ready(state: State) -> Any:
     """Readiness: every dependency answers within 2 s."""
     checks: dict[str, str] = {}
-    for name, check in state.readiness.items():
+    for name, check in state.services.readiness.items():
         try:
             async with asyncio.timeout(2):
                 await check()
@@ -89,13 +68,10 @@ def create_app(open_services: OpenServices, config: CommandApiConfig | None = No
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_services() as services:
-            app.state.submit = services.submit
-            app.state.rate_limiter = services.rate_limiter
-            app.state.verifier = services.verifier
-            app.state.readiness = services.readiness
+            app.state.services = services
             yield
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[*ROUTES, health, ready],
         dependencies={"user_id": Provide(current_user)},
         lifespan=[lifespan],
@@ -107,3 +83,9 @@ def create_app(open_services: OpenServices, config: CommandApiConfig | None = No
         plugins=[StrictStructs()],
         openapi_config=openapi("Tally command API"),
     )
+    if config.fast_lane:
+        # In front of the exception handler, CORS and the router: see command_api.fast_lane.
+        app.asgi_handler = fast_lane(
+            app.asgi_handler, lambda: app.state.services, "command_api", config.max_body_bytes
+        )
+    return app

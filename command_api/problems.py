@@ -19,7 +19,7 @@ from command_api.idempotency import IdempotencyKeyInFlight, IdempotencyKeyReused
 from command_api.rate_limit import RateLimited
 from event_store.errors import ConcurrencyError, StoreUnavailable
 from kernel.auth import NotAuthenticated
-from kernel.problems import framework_problem, problem
+from kernel.problems import Problem, framework_problem, problem_of
 
 _DOMAIN_STATUS: dict[type[DomainError], int] = {
     CommentNotFound: 404,
@@ -43,26 +43,31 @@ _KNOWN: dict[type[Exception], tuple[int, str, str]] = {
 }
 
 
-def exception_to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """The litestar exception handler for every exception."""
-    path = request.url.path
+def command_problem(exc: Exception, path: str) -> Problem | None:
+    """The answer to one of the command side's own errors; ``None`` for any other."""
     if isinstance(exc, DomainError):
         status = _DOMAIN_STATUS.get(type(exc), 422)
-        return problem(status, exc.code, _title(exc.code), str(exc), path)
+        return problem_of(status, exc.code, _title(exc.code), str(exc), path)
     known = _KNOWN.get(type(exc))
-    if known is not None:
-        status, code, title = known
-        headers = None
-        if isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(exc.retry_after), **exc.quota.headers()}
-        elif isinstance(exc, Overloaded):
-            headers = {"Retry-After": str(exc.retry_after)}
-        elif status == 503:
-            headers = {"Retry-After": "1"}
-        elif isinstance(exc, NotAuthenticated):
-            headers = {"WWW-Authenticate": 'Bearer realm="tally"'}
-        return problem(status, code, title, str(exc), path, headers)
-    return framework_problem(request, exc)
+    if known is None:
+        return None
+    status, code, title = known
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after), **exc.quota.headers()}
+    elif isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(exc.retry_after)}
+    elif status == 503:
+        headers = {"Retry-After": "1"}
+    elif isinstance(exc, NotAuthenticated):
+        headers = {"WWW-Authenticate": 'Bearer realm="tally"'}
+    return problem_of(status, code, title, str(exc), path, headers)
+
+
+def exception_to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """The litestar exception handler for every exception."""
+    known = command_problem(exc, request.url.path)
+    return known.response() if known is not None else framework_problem(request, exc)
 
 
 def _title(code: str) -> str:

@@ -6,19 +6,16 @@ import uuid
 from typing import Annotated, Any
 from uuid import UUID
 
-import msgspec
 import structlog
 from litestar import Request, Response, delete, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
+from command_api.answers import answer_command
 from command_api.deciders.comment import DeleteComment, EditComment, PostComment
 from command_api.deciders.vote import CastVote, RetractVote
 from command_api.idempotency import request_fingerprint
 from command_api.planning import Command
-from command_api.work import WorkItem
-from event_store.port import Origin
-from kernel import tracing
 from kernel.web_contract import BEARER, options_handler, problems, response_headers
 from schemas.api import (
     CommentChanged,
@@ -46,7 +43,8 @@ _LIMIT_HEADERS = response_headers(
 
 async def current_user(request: Request[Any, Any, Any]) -> str:
     """The user id from the bearer token (dependency ``user_id``)."""
-    user_id: str = await request.app.state.verifier.user_of(request.headers.get("authorization"))
+    verifier = request.app.state.services.verifier
+    user_id: str = await verifier.user_of(request.headers.get("authorization"))
     return user_id
 
 
@@ -58,52 +56,26 @@ async def _execute(
     key: str | None,
     location: str | None = None,
 ) -> Response[Any]:
-    """Check the user's ``action`` limit, run ``command`` (once per idempotency ``key``), and
-    answer with its outcome."""
-    limiter = request.app.state.rate_limiter
-    quota = await limiter.check(user_id, action)
+    """``answer_command`` for this request, as a response."""
     fingerprint = b""
     if key is not None:
         fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
     correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
-
-    def work(traceparent: str | None = None) -> WorkItem:
-        origin = Origin(correlation_id=correlation_id, traceparent=traceparent)
-        return WorkItem(
-            command=command,
-            user_id=user_id,
-            idempotency_key=key,
-            request_hash=fingerprint,
-            origin=origin,
-        )
-
-    submit = request.app.state.submit
-    tracer = tracing.tracer()
-    if tracer is None:
-        outcome = await submit(work())
-    else:
-        with tracer.start_as_current_span(
-            f"append {type(command).__name__}",
-            attributes={"tally.user_id": user_id},
-            set_status_on_exception=False,  # a domain error is an answer, not a failure
-        ) as span:
-            # The append's context goes into the events' metadata for the relay to continue.
-            outcome = await submit(work(tracing.current_traceparent()))
-            if isinstance(outcome, Exception):
-                span.set_attribute("tally.outcome", type(outcome).__name__)
-    if isinstance(outcome, Exception):
-        raise outcome
-    if outcome.replayed:
-        await limiter.refund(user_id, action)  # a replay does nothing: it is not counted
-        if quota is not None:
-            quota = msgspec.structs.replace(quota, remaining=min(quota.limit, quota.remaining + 1))
-    headers = quota.headers() if quota is not None else {}
-    if outcome.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    if location is not None and outcome.status == 201:
-        headers["Location"] = location
+    answer = await answer_command(
+        request.app.state.services,
+        command,
+        user_id,
+        action,
+        key,
+        fingerprint,
+        correlation_id,
+        location,
+    )
     return Response(
-        outcome.body, status_code=outcome.status, media_type="application/json", headers=headers
+        answer.body,
+        status_code=answer.status,
+        media_type="application/json",
+        headers=answer.headers,
     )
 
 

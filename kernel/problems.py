@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import structlog
@@ -15,7 +15,21 @@ log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(
+class Problem(NamedTuple):
+    """A problem answer before any framework turns it into a response."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] | None
+
+    def response(self) -> Response[bytes]:
+        """The answer as a litestar response."""
+        return Response(
+            self.body, status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers
+        )
+
+
+def problem_of(
     status: int,
     code: str,
     title: str,
@@ -23,8 +37,8 @@ def problem(
     instance: str,
     headers: dict[str, str] | None = None,
     **extra: Any,
-) -> Response[bytes]:
-    """A problem+json response, logged with the request's correlation id (never a token)."""
+) -> Problem:
+    """A problem+json answer, logged with the request's correlation id (never a token)."""
     (log.warning if status >= 500 else log.info)(
         "request_failed", status=status, problem=code, detail=detail, path=instance
     )
@@ -36,8 +50,27 @@ def problem(
         "instance": instance,
         **extra,
     }
-    return Response(
-        msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    return Problem(status, msgspec.json.encode(body), headers)
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    instance: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[bytes]:
+    """``problem_of`` as a litestar response."""
+    return problem_of(status, code, title, detail, instance, headers, **extra).response()
+
+
+def unexpected_problem(instance: str) -> Problem:
+    """The answer to an error nobody expected: logged with its traceback, never leaked."""
+    log.exception("unhandled_error", path=instance)
+    return problem_of(
+        500, "internal-error", "Internal error", "an unexpected error occurred", instance
     )
 
 
@@ -66,5 +99,4 @@ def framework_problem(request: Request[Any, Any, Any], exc: Exception) -> Respon
             detail = "the request body is larger than this API accepts"
         title = HTTPStatus(exc.status_code).phrase
         return problem(exc.status_code, code, title, detail, path, exc.headers)
-    log.exception("unhandled_error", path=path)
-    return problem(500, "internal-error", "Internal error", "an unexpected error occurred", path)
+    return unexpected_problem(path).response()

@@ -96,6 +96,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     comment_rate_limit: int = 20
     comment_rate_window_seconds: int = 60
     max_body_bytes: int = 64 * 1024
+    command_fast_lane: bool = True  # plain votes answered in front of litestar
 
     # Kafka security (Confluent Cloud, MSK, Strimzi...): SASL and/or TLS.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

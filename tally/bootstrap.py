@@ -22,12 +22,13 @@ from litestar import Litestar
 from prometheus_client import start_http_server
 from psycopg_pool import AsyncConnectionPool
 
-from command_api.app import CommandApiConfig, CommandServices
+from command_api.app import CommandApiConfig
 from command_api.app import create_app as create_command_app
 from command_api.executor import CommandExecutor
 from command_api.group_commit import GroupCommitter, Submit, with_deadline
 from command_api.idempotency import delete_expired_keys
 from command_api.rate_limit import Limit, RateLimiter
+from command_api.services import CommandServices
 from command_api.work import Outcome, WorkItem
 from event_store.postgres import PostgresEventStore, connection_options
 from event_store.relay import OutboxRelay, RelayConfig
@@ -437,6 +438,7 @@ def command_app(settings: Settings | None = None) -> Litestar:
         CommandApiConfig(
             max_body_bytes=settings.max_body_bytes,
             cors_origins=parse_origins(settings.cors_origins),
+            fast_lane=settings.command_fast_lane,
         ),
     )
 

@@ -15,9 +15,10 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
-from command_api.app import CommandServices, create_app
+from command_api.app import create_app
 from command_api.memory import InMemoryCommands
 from command_api.rate_limit import Quota, RateLimited
+from command_api.services import CommandServices
 from kernel.auth import TokenVerifier, mint_token
 from schemas.events import CommentPosted, VoteCast
 
