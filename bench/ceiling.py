@@ -25,7 +25,14 @@ import psycopg
 import uvloop
 from prometheus_client import REGISTRY
 
-from bench.common import bench_settings, fresh_bench_database, percentile, prepare_stack, report
+from bench.common import (
+    bench_settings,
+    fresh_bench_database,
+    percentile,
+    prepare_stack,
+    report,
+    zipf_weights,
+)
 from command_api.deciders.comment import PostComment
 from command_api.deciders.vote import CastVote
 from command_api.unit_of_work import run_batch
@@ -59,7 +66,7 @@ async def measure(
     in_append, appends = -_held(), -_appends()
     batch_seconds: list[float] = []
     accepted = 0
-    weights = [1 / (rank + 1) for rank in range(len(comments))]
+    weights = zipf_weights(len(comments))
     stop_at = time.perf_counter() + seconds
 
     async def writer(n: int) -> None:
@@ -69,7 +76,7 @@ async def measure(
             while time.perf_counter() < stop_at:
                 votes = [
                     CastVote(
-                        comment_id=rng.choices(comments, weights)[0],
+                        comment_id=rng.choices(comments, cum_weights=weights)[0],
                         user_id=f"user-{rng.randrange(200_000)}",
                         value=rng.choice((-1, 1)),
                     )

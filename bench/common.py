@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import platform
 import subprocess
@@ -34,19 +35,18 @@ class Connection:
         self, method: str, path: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, bytes]:
         """Send one request, return (status, body)."""
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        fields = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self.writer.write(
             f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
+            f"Content-Length: {len(body)}\r\n{fields}\r\n".encode()
             + body
         )
-        status_line = await self.reader.readline()
+        head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
         length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
+        if (at := head.find(b"\r\ncontent-length:")) >= 0:
+            length = int(head[at + 17 : head.index(b"\r\n", at + 2)])
         payload = await self.reader.readexactly(length) if length else b""
-        return int(status_line.split()[1]), payload
+        return int(head.split(maxsplit=2)[1]), payload
 
     async def close(self) -> None:
         self.writer.close()
@@ -67,6 +67,12 @@ async def at_fixed_rate(
         tasks.append(asyncio.create_task(send(due)))
     await asyncio.gather(*tasks)
     return time.perf_counter() - started
+
+
+def zipf_weights(count: int) -> list[float]:
+    """Cumulative Zipf-like weights for ``rng.choices(items, cum_weights=...)``: a few items
+    get most of the picks (cumulative, so each pick is a bisection, not a sum of ``count``)."""
+    return list(itertools.accumulate(1 / (rank + 1) for rank in range(count)))
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

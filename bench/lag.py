@@ -32,6 +32,7 @@ from bench.common import (
     prepare_stack,
     report,
     start_service,
+    zipf_weights,
 )
 from kernel.auth import mint_token
 from kernel.settings import Settings, as_environment, get_settings
@@ -45,7 +46,7 @@ async def measure(settings: Settings, rate: int, seconds: float) -> dict[str, An
     users = 20_000
     tokens = [mint_token(f"user-{n}", settings.jwt_secret, 3600) for n in range(users)]
     comments = await post_comments(PORT, tokens, 200, "lag")
-    weights = [1 / (rank + 1) for rank in range(len(comments))]
+    weights = zipf_weights(len(comments))
     redis = redis_subscriber(settings)
     pubsub = redis.pubsub()
     await pubsub.psubscribe("tally:live:*")
@@ -72,7 +73,7 @@ async def measure(settings: Settings, rate: int, seconds: float) -> dict[str, An
         nonlocal errors
         conn = await free.get()
         try:
-            comment = rng.choices(comments, weights)[0]
+            comment = rng.choices(comments, cum_weights=weights)[0]
             headers = {"Authorization": f"Bearer {rng.choice(tokens)}"}
             status, body = await conn.request(
                 "PUT",

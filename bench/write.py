@@ -27,6 +27,7 @@ from bench.common import (
     post_comments,
     prepare_stack,
     start_service,
+    zipf_weights,
 )
 from kernel.auth import mint_token
 from kernel.settings import get_settings
@@ -48,15 +49,14 @@ async def _load(
     start = time.perf_counter()
     measure_from = start + warmup
     stop_at = measure_from + seconds
-    # Zipf-like popularity: a few comments get most of the votes.
-    weights = [1 / (rank + 1) for rank in range(len(comments))]
+    weights = zipf_weights(len(comments))
 
     async def client() -> None:
         conn = await Connection.open("127.0.0.1", PORT)
         rng = random.Random()
         try:
             while (now := time.perf_counter()) < stop_at:
-                comment = rng.choices(comments, weights)[0]
+                comment = rng.choices(comments, cum_weights=weights)[0]
                 headers = {"Authorization": f"Bearer {rng.choice(tokens)}"}
                 if idempotency:
                     headers["Idempotency-Key"] = uuid.uuid4().hex
