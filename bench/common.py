@@ -168,6 +168,20 @@ async def fresh_bench_database(settings: Settings) -> None:
         await conn.execute(EMPTY_EVERYTHING)
 
 
+def fresh_command_api(port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A command API over the bench database, emptied first: every write run starts from the
+    same empty log, as the anchor does (the run stack's database grows with every run, and its
+    outbox is never drained while no relay runs)."""
+    import asyncio
+
+    from kernel.settings import as_environment, get_settings
+
+    settings = bench_settings(get_settings())
+    asyncio.run(fresh_bench_database(settings))
+    quiet = {"TALLY_LOG_FORMAT": "json", "TALLY_LOG_LEVEL": "warning"}
+    return start_service("command-api", port, as_environment(settings) | quiet | env, workers)
+
+
 def synthetic_history(
     events: int, commentables: int = 200, comments: int = 5000, seed: int = 1
 ) -> list[Any]:

@@ -1,6 +1,6 @@
 """Tally next to its anchors, in one run on the same servers, with the ratios and a chart.
 
-    python -m bench.compare [--seconds 10] [--rates 500,1000,1500,2000,2500,3000]
+    python -m bench.compare [--seconds 10] [--rates 500,1000,1500,2000,2500,3000,3500,4000,4500]
 
 1. The ``eventsourcing`` library (``pip install -e .[bench]``) appending vote aggregates to the
    same PostgreSQL, 1 and 16 threads, no HTTP.
@@ -9,7 +9,9 @@
    each on one worker.
 4. Open loop: votes offered at fixed rates (a request is due at its time whether or not the
    last one answered, so a slow server is charged for the queue it causes): the rate achieved
-   and the latency percentiles from the time each request was due.
+   and the latency percentiles from the time each request was due. Each vote carries a fresh
+   ``Idempotency-Key``, as in 2. The highest rate served in full with p99 within 50 ms is the
+   "sustained" figure, also set beside the library.
 
 Writes ``bench/results/compare.json`` and ``docs/images/compare.png``.
 """
@@ -22,6 +24,7 @@ import contextlib
 import random
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +40,11 @@ from bench.common import (
     at_fixed_rate,
     bench_settings,
     drop_keyspace,
+    fresh_command_api,
     percentile,
     post_comments,
     prepare_stack,
     report,
-    start_service,
 )
 from kernel.auth import mint_token
 from kernel.settings import Settings, as_environment, get_settings
@@ -49,9 +52,22 @@ from tally.processes import stop as stop_service
 
 CHART = Path("docs/images/compare.png")
 WRITES = "votes/s over HTTP vs eventsourcing appends"
+SUSTAINED = "votes/s sustained at p99 <= 50 ms (open loop) vs eventsourcing appends"
 SCORES = "score reads vs hello world"
 PAGES = "pages of 50 vs hello world"
-GOALS = {WRITES: 4.5, SCORES: 0.6, PAGES: 0.5}
+GOALS = {WRITES: 4.5, SUSTAINED: 4.5, SCORES: 0.6, PAGES: 0.5}
+P99_GOAL_MS = 50.0
+
+
+def sustained(curve: list[dict[str, Any]]) -> float:
+    """The highest open-loop rate served in full (98 % of the offered votes answered 200
+    within the run) at p99 within the goal; 0 if none was."""
+    kept = [
+        p["achieved_per_second"]
+        for p in curve
+        if p["p99_ms"] <= P99_GOAL_MS and p["achieved_per_second"] >= 0.98 * p["offered_per_second"]
+    ]
+    return max(kept, default=0.0)
 
 
 def anchor(settings: Settings, seconds: float) -> list[dict[str, Any]]:
@@ -79,7 +95,11 @@ async def open_loop(
         conn = await idle.get()
         try:
             body = b'{"value":%d}' % rng.choice((-1, 1))
-            headers = {"Authorization": f"Bearer {rng.choice(tokens)}"}
+            # As bench.write: every vote carries a fresh key, so each also stores its reply.
+            headers = {
+                "Authorization": f"Bearer {rng.choice(tokens)}",
+                "Idempotency-Key": uuid.uuid4().hex,
+            }
             status, _ = await conn.request(
                 "PUT", f"/api/comments/{rng.choice(comments)}/vote", body, headers
             )
@@ -105,8 +125,7 @@ def write_curve(rates: list[float], seconds: float) -> list[dict[str, Any]]:
     """The open-loop points, on one 2-worker command API."""
     settings = get_settings()
     tokens = [mint_token(f"user-{n}", settings.jwt_secret, 3600) for n in range(5000)]
-    env = {"TALLY_LOG_FORMAT": "json", "TALLY_LOG_LEVEL": "warning"}
-    proc = start_service("command-api", write_bench.PORT, env, 2)
+    proc = fresh_command_api(write_bench.PORT, 2, {})
     points = []
     try:
         comments = uvloop.run(post_comments(write_bench.PORT, tokens, 500, "curve"))
@@ -197,7 +216,7 @@ def chart(result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--rates", default="500,1000,1500,2000,2500,3000")
+    parser.add_argument("--rates", default="500,1000,1500,2000,2500,3000,3500,4000,4500")
     args = parser.parse_args()
     settings = get_settings()
     prepare_stack(settings)
@@ -219,6 +238,7 @@ def main() -> None:
     hello = read["hello_world"]["requests_per_second"]
     ratios = {
         WRITES: writes["votes_per_second"] / best_anchor,
+        SUSTAINED: sustained(curve) / best_anchor,
         SCORES: read["single_score"]["requests_per_second"] / hello,
         PAGES: read["page_of_50"]["requests_per_second"] / hello,
         "pages of 50, no shared copy, vs hello world": (
@@ -229,6 +249,7 @@ def main() -> None:
         "eventsourcing": anchors,
         "write": writes,
         "open_loop_writes": curve,
+        "sustained_votes_per_second": sustained(curve),
         **read,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
     }

@@ -2,7 +2,8 @@
 
     python -m bench.write [--seconds 20] [--concurrency 64] [--mode both|on|off]
 
-Uses the `make run` stack (TALLY_* settings), durable commits (synchronous_commit on).
+Uses the `make run` stack's servers (TALLY_* settings) with a database of its own, emptied
+before each run, and durable commits (synchronous_commit on).
 Prints one human line per mode and a JSON document at the end.
 """
 
@@ -22,11 +23,11 @@ import uvloop
 
 from bench.common import (
     Connection,
+    fresh_command_api,
     machine,
     percentile,
     post_comments,
     prepare_stack,
-    start_service,
     zipf_weights,
 )
 from kernel.auth import mint_token
@@ -88,12 +89,7 @@ async def _load(
 def run_mode(group_commit: bool, args: argparse.Namespace) -> dict[str, Any]:
     settings = get_settings()
     tokens = [mint_token(f"user-{n}", settings.jwt_secret, 3600) for n in range(args.users)]
-    env = {
-        "TALLY_GROUP_COMMIT": str(group_commit).lower(),
-        "TALLY_LOG_FORMAT": "json",
-        "TALLY_LOG_LEVEL": "warning",
-    }
-    proc = start_service("command-api", PORT, env, args.workers)
+    proc = fresh_command_api(PORT, args.workers, {"TALLY_GROUP_COMMIT": str(group_commit).lower()})
     try:
         comments = asyncio.run(post_comments(PORT, tokens, args.comments, "bench"))
         result = asyncio.run(
