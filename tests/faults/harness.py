@@ -373,6 +373,15 @@ class Verdict:
         lines = self.log_problems + self.model_problems + self.read_problems
         return "\n".join(lines[:30])
 
+    def summary(self) -> dict[str, Any]:
+        """How far from agreeing: problem counts, and the first of each kind."""
+        kinds = {
+            "log": self.log_problems,
+            "models": self.model_problems,
+            "reads": self.read_problems,
+        }
+        return {name: [len(found), found[0][:160]] for name, found in kinds.items() if found}
+
 
 async def compare(
     system: System,
@@ -468,6 +477,8 @@ class Run:
     voters: Voters
     readers: Readers
     stores: tuple[AsyncConnectionPool[Any], Redis, AsyncElasticsearch]
+    # The first comparison after the load stopped: what was still catching up then.
+    at_stop: Verdict = field(default_factory=lambda: Verdict([], [], []))
 
     async def __aenter__(self) -> Run:
         self._stop = asyncio.Event()
@@ -486,6 +497,12 @@ class Run:
         self._stop.set()
         await self._load
         pool, redis, es = self.stores
-        return await healed(
-            lambda: compare(self.system, self.voters.tally, pool, redis, es), heal_seconds
-        )
+        verdicts: list[Verdict] = []
+
+        async def check() -> Verdict:
+            verdicts.append(await compare(self.system, self.voters.tally, pool, redis, es))
+            return verdicts[-1]
+
+        took, verdict = await healed(check, heal_seconds)
+        self.at_stop = verdicts[0]
+        return took, verdict

@@ -48,6 +48,7 @@ async def test_projectors_relay_and_broker_killed_in_turn_lose_no_vote(
         dead_s=dead,
         load_s=round(time.monotonic() - started - took, 1),
         healed_s=round(took, 1),
+        behind_at_stop=run.at_stop.summary(),  # what was still catching up when the load stopped
         acked=len(run.voters.tally.acked),
         sent=run.voters.tally.sent,
         vote_statuses=run.voters.tally.statuses,
