@@ -35,7 +35,7 @@ from litestar.types import (
     Send,
 )
 
-from command_api.answers import answer_command
+from command_api.answers import Answer, answer_command
 from command_api.deciders.vote import CastVote
 from command_api.idempotency import request_fingerprint
 from command_api.problems import command_problem
@@ -43,7 +43,7 @@ from command_api.services import CommandServices
 from kernel import tracing
 from kernel.auth import NotAuthenticated
 from kernel.http_middleware import HEADER, REQUEST_SECONDS, correlation_id_of
-from kernel.problems import PROBLEM_JSON, unexpected_problem
+from kernel.problems import PROBLEM_JSON, Problem, unexpected_problem
 from schemas.api import VoteBody
 
 VOTE_ROUTE = "/api/comments/{comment_id:uuid}/vote"
@@ -55,6 +55,7 @@ _KEY = re.compile(rb"[\x21-\x7e]{1,255}")  # the route's Idempotency-Key pattern
 _READ = {b"authorization", b"content-type", b"content-length", b"idempotency-key", HEADER}
 _ROUTED = {b"origin", b"traceparent"}
 _decode_vote = msgspec.json.Decoder(VoteBody).decode
+_PROBLEM_JSON = PROBLEM_JSON.encode()
 
 
 def fast_lane(
@@ -124,6 +125,7 @@ def fast_lane(
         path: str = scope["path"]
         request_id = correlation_id_of(headers.get(HEADER, b""))
         structlog.contextvars.bind_contextvars(correlation_id=request_id)
+        answer: Answer | Problem
         try:
             answer = await answer_command(
                 services(),
@@ -134,35 +136,27 @@ def fast_lane(
                 request_fingerprint("PUT", path, body) if key is not None else b"",
                 request_id,
             )
-            status, reply, extra, media = (
-                answer.status,
-                answer.body,
-                answer.headers,
-                b"application/json",
-            )
+            media = b"application/json"
         except Exception as exc:
-            problem = command_problem(exc, path) or unexpected_problem(path)
-            status, reply, extra, media = (
-                problem.status,
-                problem.body,
-                problem.headers or {},
-                PROBLEM_JSON.encode(),
-            )
+            answer = command_problem(exc, path) or unexpected_problem(path)
+            media = _PROBLEM_JSON
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id")
+        extra = answer.headers or {}
+        headers_out = [
+            (b"content-type", media),
+            (b"content-length", b"%d" % len(answer.body)),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
+            (HEADER, request_id.encode()),
+        ]
         start = HTTPResponseStartEvent(
-            type="http.response.start",
-            status=status,
-            headers=[
-                (b"content-type", media),
-                (b"content-length", b"%d" % len(reply)),
-                *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
-                (HEADER, request_id.encode()),
-            ],
+            type="http.response.start", status=answer.status, headers=headers_out
         )
         await send(start)
-        await send(HTTPResponseBodyEvent(type="http.response.body", body=reply, more_body=False))
-        observe(status, time.perf_counter() - started)
+        await send(
+            HTTPResponseBodyEvent(type="http.response.body", body=answer.body, more_body=False)
+        )
+        observe(answer.status, time.perf_counter() - started)
 
     return lane
 
