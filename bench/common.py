@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,24 @@ async def at_fixed_rate(
         tasks.append(asyncio.create_task(send(due)))
     await asyncio.gather(*tasks)
     return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def no_collector_pauses() -> Iterator[None]:
+    """The cycle collector off while a load runs in this process, as timing tools do.
+
+    A load generator keeps every request's task and timings until the end, and the collector's
+    passes over them stopped its event loop for 50 to 150 ms every few seconds: every request
+    due in that time was charged the pause as server latency (per-second p99 of an open loop at
+    3,500 votes/s: 80 to 170 ms in the seconds with a pass, 30 to 40 ms between; with the collector
+    off, 35 to 55 ms throughout).
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def zipf_weights(count: int) -> list[float]:

@@ -41,6 +41,7 @@ from bench.common import (
     bench_settings,
     drop_keyspace,
     fresh_command_api,
+    no_collector_pauses,
     percentile,
     post_comments,
     prepare_stack,
@@ -130,7 +131,8 @@ def write_curve(rates: list[float], seconds: float) -> list[dict[str, Any]]:
     try:
         comments = uvloop.run(post_comments(write_bench.PORT, tokens, 500, "curve"))
         for rate in rates:
-            point = uvloop.run(open_loop(write_bench.PORT, comments, tokens, rate, seconds))
+            with no_collector_pauses():
+                point = uvloop.run(open_loop(write_bench.PORT, comments, tokens, rate, seconds))
             points.append(point)
             print(
                 f"open loop {rate:>6.0f}/s offered: {point['achieved_per_second']:>7.1f}/s,"

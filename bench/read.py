@@ -24,6 +24,7 @@ from bench.common import (
     Connection,
     bench_settings,
     drop_keyspace,
+    no_collector_pauses,
     percentile,
     prepare_stack,
     report,
@@ -135,8 +136,9 @@ def measure(
         print(f"{app} serves on :{PORT} as pid {proc.pid}", file=sys.stderr)
         time.sleep(hold)
         uvloop.run(load(paths[:50], 1))  # warm up
-        busy = uvloop.run(load(paths, seconds))  # throughput at 64 connections
-        calm = uvloop.run(load(paths, seconds / 2, concurrency=8))  # latency at 8
+        with no_collector_pauses():
+            busy = uvloop.run(load(paths, seconds))  # throughput at 64 connections
+            calm = uvloop.run(load(paths, seconds / 2, concurrency=8))  # latency at 8
         return busy | {"at_8_connections": calm}
     finally:
         stop_service(proc)

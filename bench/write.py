@@ -25,6 +25,7 @@ from bench.common import (
     Connection,
     fresh_command_api,
     machine,
+    no_collector_pauses,
     percentile,
     post_comments,
     prepare_stack,
@@ -92,9 +93,12 @@ def run_mode(group_commit: bool, args: argparse.Namespace) -> dict[str, Any]:
     proc = fresh_command_api(PORT, args.workers, {"TALLY_GROUP_COMMIT": str(group_commit).lower()})
     try:
         comments = asyncio.run(post_comments(PORT, tokens, args.comments, "bench"))
-        result = asyncio.run(
-            _load(comments, tokens, args.seconds, args.warmup, args.concurrency, args.idempotency)
-        )
+        with no_collector_pauses():
+            result = asyncio.run(
+                _load(
+                    comments, tokens, args.seconds, args.warmup, args.concurrency, args.idempotency
+                )
+            )
     finally:
         stop_service(proc)
     result |= {
