@@ -23,7 +23,7 @@ from command_api.problems import exception_to_problem
 from command_api.routes import ROUTES, current_user
 from command_api.services import CommandServices
 from kernel.http_middleware import http_middleware
-from kernel.problems import problem
+from kernel.problems import problem_of
 from kernel.web_contract import REQUEST_ID, StrictStructs, cors, openapi
 
 
@@ -58,7 +58,9 @@ async def ready(state: State) -> Any:
             checks[name] = f"down: {type(exc).__name__}"
     if all(v == "ok" for v in checks.values()):
         return {"status": "ready", "checks": checks}
-    return problem(503, "not-ready", "Not ready", "a dependency is down", "/ready", checks=checks)
+    return problem_of(
+        503, "not-ready", "Not ready", "a dependency is down", "/ready", checks=checks
+    ).response()
 
 
 def create_app(open_services: OpenServices, config: CommandApiConfig | None = None) -> Litestar:

@@ -38,7 +38,8 @@ def problem_of(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Problem:
-    """A problem+json answer, logged with the request's correlation id (never a token)."""
+    """A problem+json answer, logged with the request's correlation id (never a token);
+    ``.response()`` makes it a litestar response."""
     (log.warning if status >= 500 else log.info)(
         "request_failed", status=status, problem=code, detail=detail, path=instance
     )
@@ -51,19 +52,6 @@ def problem_of(
         **extra,
     }
     return Problem(status, msgspec.json.encode(body), headers)
-
-
-def problem(
-    status: int,
-    code: str,
-    title: str,
-    detail: str,
-    instance: str,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> Response[bytes]:
-    """``problem_of`` as a litestar response."""
-    return problem_of(status, code, title, detail, instance, headers, **extra).response()
 
 
 def unexpected_problem(instance: str) -> Problem:
@@ -83,7 +71,7 @@ def framework_problem(request: Request[Any, Any, Any], exc: Exception) -> Respon
             if isinstance(exc, UnicodeDecodeError)
             else ("the body nests too deeply")
         )
-        return problem(400, "malformed-body", "Bad Request", detail, path)
+        return problem_of(400, "malformed-body", "Bad Request", detail, path).response()
     if isinstance(exc, ValidationException):
         errors = exc.extra if isinstance(exc.extra, list) else []
         from_body = any(isinstance(e, dict) and e.get("source") == "body" for e in errors)
@@ -91,12 +79,14 @@ def framework_problem(request: Request[Any, Any, Any], exc: Exception) -> Respon
         detail = "; ".join(f"{e.get('key')}: {e.get('message')}" for e in errors) or exc.detail
         if any(e.get("key") == "data" and e.get("message") == "'data'" for e in errors):
             detail = "a JSON body is required"
-        return problem(status, "validation-failed", "Invalid request", detail, path, errors=errors)
+        return problem_of(
+            status, "validation-failed", "Invalid request", detail, path, errors=errors
+        ).response()
     if isinstance(exc, HTTPException):
         code = "malformed-body" if exc.status_code == 400 else f"http-{exc.status_code}"
         detail = exc.detail
         if exc.status_code == 413:
             detail = "the request body is larger than this API accepts"
         title = HTTPStatus(exc.status_code).phrase
-        return problem(exc.status_code, code, title, detail, path, exc.headers)
+        return problem_of(exc.status_code, code, title, detail, path, exc.headers).response()
     return unexpected_problem(path).response()

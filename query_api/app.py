@@ -19,7 +19,7 @@ from litestar.datastructures import State
 
 from kernel.auth import NotAuthenticated, TokenVerifier
 from kernel.http_middleware import http_middleware
-from kernel.problems import framework_problem, problem
+from kernel.problems import Problem, framework_problem, problem_of
 from kernel.redis_client import closed_under_us
 from kernel.web_contract import REQUEST_ID, StrictStructs, cors, openapi
 from query_api.consistency import NotYet
@@ -34,11 +34,16 @@ from query_api.routes import ROUTES, Unavailable, UnknownComment
 
 def query_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Our errors to problem+json; the rest as every app does."""
-    path = request.url.path
+    known = _read_problem(exc, request.url.path)
+    return known.response() if known is not None else framework_problem(request, exc)
+
+
+def _read_problem(exc: Exception, path: str) -> Problem | None:
+    """The answer to one of the read side's own errors; ``None`` for any other."""
     if isinstance(exc, UnknownComment):
-        return problem(404, "comment-not-found", "Comment not found", str(exc), path)
+        return problem_of(404, "comment-not-found", "Comment not found", str(exc), path)
     if isinstance(exc, NotYet):
-        return problem(
+        return problem_of(
             504,
             "not-yet-visible",
             "Not visible yet",
@@ -48,19 +53,19 @@ def query_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[b
             reached=exc.reached,
         )
     if isinstance(exc, Unavailable) or closed_under_us(exc):
-        return problem(503, "read-model-unavailable", "Service unavailable", str(exc), path)
+        return problem_of(503, "read-model-unavailable", "Service unavailable", str(exc), path)
     if isinstance(exc, BadCursor | msgspec.ValidationError):
-        return problem(400, "bad-parameter", "Bad request", str(exc), path)
+        return problem_of(400, "bad-parameter", "Bad request", str(exc), path)
     if isinstance(exc, StreamsFull):
-        return problem(
+        return problem_of(
             503, "streams-full", "Service unavailable", str(exc), path, {"Retry-After": "5"}
         )
     if isinstance(exc, TooManyStreams):
-        return problem(
+        return problem_of(
             429, "too-many-streams", "Too many requests", str(exc), path, {"Retry-After": "5"}
         )
     if isinstance(exc, NotAuthenticated):
-        return problem(
+        return problem_of(
             401,
             "unauthenticated",
             "Authentication required",
@@ -68,7 +73,7 @@ def query_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[b
             path,
             {"WWW-Authenticate": 'Bearer realm="tally"'},
         )
-    return framework_problem(request, exc)
+    return None
 
 
 @get("/health", operation_id="health", include_in_schema=False)
@@ -92,9 +97,9 @@ async def ready(state: State) -> Any:
             checks[name] = f"down: {type(exc).__name__}"
     up = [n for n, v in checks.items() if v == "ok"]
     if not up:
-        return problem(
+        return problem_of(
             503, "not-ready", "Not ready", "no read model answers", "/ready", checks=checks
-        )
+        ).response()
     return {"status": "ready" if len(up) == len(checks) else "degraded", "checks": checks}
 
 
