@@ -191,8 +191,6 @@ def fresh_command_api(port: int, workers: int, env: dict[str, str]) -> subproces
     """A command API over the bench database, emptied first: every write run starts from the
     same empty log, as the anchor does (the run stack's database grows with every run, and its
     outbox is never drained while no relay runs)."""
-    import asyncio
-
     from kernel.settings import as_environment, get_settings
 
     settings = bench_settings(get_settings())
