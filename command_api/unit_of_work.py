@@ -1,9 +1,8 @@
 """Run a batch of commands in one PostgreSQL transaction, in two round trips.
 
-1. Read (one message): BEGIN, claim idempotency keys, lock and load the comments the batch
-   touches (FOR UPDATE to change, FOR SHARE to read), and upsert (so lock) the vote rows.
-   Concurrent batches on one stream serialize here; the unique (stream_id, stream_version)
-   constraint is the safety net behind it.
+1. Read (one message): BEGIN, claim idempotency keys, take the batch's stream locks, then load
+   the comments and vote rows it touches. Concurrent batches on one stream serialize on those
+   locks; the unique (stream_id, stream_version) constraint is the safety net behind them.
 2. Decide in Python (``planning``), then one message with the statement that takes the log head
    lock and writes events, outbox, state rows and idempotency replies, followed by COMMIT.
 
@@ -41,17 +40,33 @@ from event_store.postgres import SideWrite, append_and_commit, json_rows
 from schemas.api import CommentCreated
 from schemas.codec import encode
 
+# Transaction-scoped advisory locks, not row locks: a row lock writes the row (and WAL, and a
+# MultiXact when two batches share-lock one popular comment), and a vote row had to be inserted
+# just to be locked. A comment is locked shared to vote on or reply to it, exclusive to edit or
+# delete it; a vote stream exclusive. Every batch takes its locks in one order (comments, then
+# votes, each by hash) so batches never deadlock on them; a hash collision only makes two
+# unrelated streams wait for each other.
+_LOCK_STREAMS = (
+    "SELECT CASE WHEN t.x THEN pg_advisory_xact_lock(t.ns, t.h)"
+    " ELSE pg_advisory_xact_lock_shared(t.ns, t.h) END FROM ("
+    " SELECT 1 AS ns, hashtext(c) AS h, bool_or(x) AS x"
+    " FROM jsonb_to_recordset(%(comments)s::jsonb) AS r(c text, x bool) GROUP BY 2"
+    " UNION ALL SELECT 2, hashtext(c || chr(31) || u), true"
+    " FROM jsonb_to_recordset(%(votes)s::jsonb) AS r(c text, u text) GROUP BY 2"
+    " ORDER BY 1, 2) AS t"
+)
+# Separate statements from the locks: each takes its snapshot after the locks are granted, so
+# it sees what the batch that held them committed. An array, not a set-returning function: the
+# planner then always probes the primary key (with ``IN (SELECT ...)`` it hashed the batch's ids
+# and scanned the whole table).
 _COMMENTS = (
     "SELECT comment_id, commentable_id, author_id, content, deleted, version, position,"
-    " parent_id, depth"
-    " FROM comments WHERE comment_id IN (SELECT jsonb_array_elements_text(%s::jsonb)::uuid)"
-    " ORDER BY comment_id FOR "
+    " parent_id, depth FROM comments WHERE comment_id = ANY(%s)"
 )
-_LOCK_VOTES = (
-    "INSERT INTO votes (comment_id, user_id)"
-    " SELECT c, u FROM jsonb_to_recordset(%s::jsonb) AS t(c uuid, u text) ORDER BY c, u"
-    " ON CONFLICT (comment_id, user_id) DO UPDATE SET value = votes.value"
-    " RETURNING comment_id, user_id, value, version, position"
+_VOTES = (
+    "SELECT v.comment_id, v.user_id, v.value, v.version, v.position FROM votes v"
+    " JOIN jsonb_to_recordset(%s::jsonb) AS t(c uuid, u text)"
+    " ON v.comment_id = t.c AND v.user_id = t.u"
 )
 
 
@@ -106,7 +121,7 @@ async def run_batch(
             for r in replies
             if items[r.item].idempotency_key
         ]
-        side_writes = writer.state_writes(loaded.locked_votes, now)
+        side_writes = writer.state_writes(now)
         if to_store:
             side_writes.append(idempotency.store_replies(to_store))
 
@@ -157,7 +172,6 @@ class _Loaded:
         self.stored: dict[tuple[str, str], StoredReply] = {}
         self.comments: dict[UUID, CommentState] = {}
         self.votes: dict[VoteKey, tuple[int, int]] = {}
-        self.locked_votes: set[VoteKey] = set()
         self.positions: dict[str, int] = {}
 
     @classmethod
@@ -176,23 +190,25 @@ class _Loaded:
         to_change = {c.comment_id for c in commands if isinstance(c, EditComment | DeleteComment)}
         to_read = {c.comment_id for c in commands if isinstance(c, CastVote | RetractVote)}
         to_read |= {c.parent_id for c in commands if isinstance(c, PostComment) and c.parent_id}
-        to_read -= to_change
         vote_keys = sorted(
             {(c.comment_id, c.user_id) for c in commands if isinstance(c, CastVote | RetractVote)}
         )
+        stream_locks = {
+            "comments": json_rows(
+                [{"c": c, "x": True} for c in sorted(to_change)]
+                + [{"c": c, "x": False} for c in sorted(to_read - to_change)]
+            ),
+            "votes": json_rows([{"c": c, "u": u} for c, u in vote_keys]),
+        }
+        to_load = to_change | to_read
         statements = ["BEGIN"]
         sent: dict[str, list[Any]] = {}
         for name, sql, params, wanted in (
             ("locks", idempotency.TRY_LOCKS, key_params, keyed),
             ("stored", idempotency.STORED_REPLIES, key_params, keyed),
-            ("change", _COMMENTS + "UPDATE", (json_rows(sorted(to_change)),), to_change),
-            ("read", _COMMENTS + "SHARE", (json_rows(sorted(to_read)),), to_read),
-            (
-                "votes",
-                _LOCK_VOTES,
-                (json_rows([{"c": c, "u": u} for c, u in vote_keys]),),
-                vote_keys,
-            ),
+            ("streams", _LOCK_STREAMS, stream_locks, to_load),
+            ("comments", _COMMENTS, (sorted(to_load),), to_load),
+            ("votes", _VOTES, (stream_locks["votes"],), vote_keys),
         ):
             if wanted:
                 statements.append(cur.mogrify(sql, params))
@@ -205,24 +221,21 @@ class _Loaded:
             loaded.won = [bool(r[0]) for r in sent["locks"]]
             for r in sent["stored"]:
                 loaded.stored[(r[0], r[1])] = StoredReply(bytes(r[2]), r[3], r[4], r[5])
-        for name in ("change", "read"):
-            for r in sent.get(name, []):
-                loaded.comments[r[0]] = CommentState(
-                    exists=True,
-                    commentable_id=r[1],
-                    author_id=r[2],
-                    content=r[3],
-                    deleted=r[4],
-                    version=r[5],
-                    parent_id=r[7],
-                    depth=r[8],
-                )
-                loaded.positions[stream_of_comment(r[0])] = r[6]
+        for r in sent.get("comments", []):
+            loaded.comments[r[0]] = CommentState(
+                exists=True,
+                commentable_id=r[1],
+                author_id=r[2],
+                content=r[3],
+                deleted=r[4],
+                version=r[5],
+                parent_id=r[7],
+                depth=r[8],
+            )
+            loaded.positions[stream_of_comment(r[0])] = r[6]
         for r in sent.get("votes", []):
-            loaded.locked_votes.add((r[0], r[1]))
-            if r[3]:
-                loaded.votes[(r[0], r[1])] = (r[2], r[3])
-                loaded.positions[stream_of_vote(r[0], r[1])] = r[4]
+            loaded.votes[(r[0], r[1])] = (r[2], r[3])
+            loaded.positions[stream_of_vote(r[0], r[1])] = r[4]
         return loaded
 
     def settle_idempotency(
@@ -282,8 +295,8 @@ class _Writer:
             return earlier, 0
         return 0, self._fixed.get(planned.stream, 0)
 
-    def state_writes(self, locked_votes: set[VoteKey], now: datetime) -> list[SideWrite]:
-        """Save changed comments and votes; drop vote rows that were locked but never written."""
+    def state_writes(self, now: datetime) -> list[SideWrite]:
+        """Save the comments and votes the batch changed."""
         writes = []
         votes = self.plan.votes
         if votes:
@@ -299,21 +312,13 @@ class _Writer:
             ]
             writes.append(
                 SideWrite(
-                    "UPDATE votes v SET value = t.v, version = t.n, position = head.base + t.o"
+                    "INSERT INTO votes (comment_id, user_id, value, version, position)"
+                    " SELECT t.c, t.u, t.v, t.n, head.base + t.o"
                     " FROM head, jsonb_to_recordset(%(v_rows)s::jsonb)"
                     " AS t(c uuid, u text, v int2, n int, o int)"
-                    " WHERE v.comment_id = t.c AND v.user_id = t.u",
+                    " ON CONFLICT (comment_id, user_id) DO UPDATE SET value = excluded.value,"
+                    " version = excluded.version, position = excluded.position",
                     {"v_rows": json_rows(rows)},
-                )
-            )
-        unused = sorted(locked_votes - set(votes))
-        if unused:
-            writes.append(
-                SideWrite(
-                    "DELETE FROM votes v USING jsonb_to_recordset(%(j_rows)s::jsonb)"
-                    " AS t(c uuid, u text)"
-                    " WHERE v.comment_id = t.c AND v.user_id = t.u AND v.version = 0",
-                    {"j_rows": json_rows([{"c": c, "u": u} for c, u in unused])},
                 )
             )
         if self.plan.comments:
