@@ -1,6 +1,6 @@
 """Tally next to its anchors, in one run on the same servers, with the ratios and a chart.
 
-    python -m bench.compare [--seconds 10] [--rates 500,1000,1500,2000,2500,3000,3500,4000,4500]
+    python -m bench.compare [--seconds 10] [--rates 500,1000,...,6000]
 
 1. The ``eventsourcing`` library (``pip install -e .[bench]``) appending vote aggregates to the
    same PostgreSQL, 1 and 16 threads, no HTTP.
@@ -139,6 +139,8 @@ def write_curve(rates: list[float], seconds: float) -> list[dict[str, Any]]:
                 f" p50 {point['p50_ms']} ms, p99 {point['p99_ms']} ms",
                 file=sys.stderr,
             )
+            if len(points) >= 2 and not sustained(points[-2:]):
+                break  # past the knee: two rates in a row missed the goal
     finally:
         stop_service(proc)
     return points
@@ -218,7 +220,7 @@ def chart(result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--rates", default="500,1000,1500,2000,2500,3000,3500,4000,4500")
+    parser.add_argument("--rates", default=",".join(str(r) for r in range(500, 6001, 500)))
     args = parser.parse_args()
     settings = get_settings()
     prepare_stack(settings)
