@@ -187,6 +187,15 @@ async def fresh_bench_database(settings: Settings) -> None:
         await conn.execute(EMPTY_EVERYTHING)
 
 
+def checkpoint(dsn: str) -> None:
+    """Flush PostgreSQL's dirty buffers now, so the write benchmark that follows (Tally's or the
+    anchor's) does not pay for the WAL an earlier one left behind."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
 def fresh_command_api(port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A command API over the bench database, emptied first: every write run starts from the
     same empty log, as the anchor does (the run stack's database grows with every run, and its

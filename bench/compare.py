@@ -39,6 +39,7 @@ from bench.common import (
     Connection,
     at_fixed_rate,
     bench_settings,
+    checkpoint,
     drop_keyspace,
     fresh_command_api,
     no_collector_pauses,
@@ -78,7 +79,11 @@ def anchor(settings: Settings, seconds: float) -> list[dict[str, Any]]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS tally_anchor")
         conn.execute("CREATE DATABASE tally_anchor")
-    return [eventsourcing_appends(dsn, threads, seconds) for threads in (1, 16)]
+    runs = []
+    for threads in (1, 16):
+        checkpoint(dsn)
+        runs.append(eventsourcing_appends(dsn, threads, seconds))
+    return runs
 
 
 async def open_loop(
@@ -130,6 +135,7 @@ def write_curve(rates: list[float], seconds: float) -> list[dict[str, Any]]:
     points = []
     try:
         comments = uvloop.run(post_comments(write_bench.PORT, tokens, 500, "curve"))
+        checkpoint(settings.pg_dsn)
         for rate in rates:
             with no_collector_pauses():
                 point = uvloop.run(open_loop(write_bench.PORT, comments, tokens, rate, seconds))

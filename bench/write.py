@@ -23,6 +23,7 @@ import uvloop
 
 from bench.common import (
     Connection,
+    checkpoint,
     fresh_command_api,
     machine,
     no_collector_pauses,
@@ -93,6 +94,7 @@ def run_mode(group_commit: bool, args: argparse.Namespace) -> dict[str, Any]:
     proc = fresh_command_api(PORT, args.workers, {"TALLY_GROUP_COMMIT": str(group_commit).lower()})
     try:
         comments = asyncio.run(post_comments(PORT, tokens, args.comments, "bench"))
+        checkpoint(settings.pg_dsn)
         with no_collector_pauses():
             result = asyncio.run(
                 _load(
