@@ -57,8 +57,8 @@ _LOCK_STREAMS = (
 )
 # Separate statements from the locks: each takes its snapshot after the locks are granted, so
 # it sees what the batch that held them committed. An array, not a set-returning function: the
-# planner then always probes the primary key (with ``IN (SELECT ...)`` it hashed the batch's ids
-# and scanned the whole table).
+# planner then probes the primary key (with ``IN (SELECT ...)`` it hashed the batch's ids and
+# scanned the whole table while the table was small).
 _COMMENTS = (
     "SELECT comment_id, commentable_id, author_id, content, deleted, version, position,"
     " parent_id, depth FROM comments WHERE comment_id = ANY(%s)"
