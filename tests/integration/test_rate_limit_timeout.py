@@ -18,7 +18,8 @@ from command_api.rate_limit import LIMITER_ERRORS, Limit, RateLimiter
 from kernel.settings import Settings
 from tally.clients import redis_client
 
-# Keeps Redis busy for about ``ARGV[1]`` ms, so that a check sent now is answered after it.
+# Keeps Redis busy for about ``ARGV[1]`` ms, so that a check sent now is answered after it. Run
+# with the checked user's bucket as its key, so that on a cluster it blocks that key's node.
 _BUSY = """
 local t = redis.call('TIME')
 local stop = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000 + tonumber(ARGV[1])
@@ -26,6 +27,10 @@ repeat t = redis.call('TIME') until tonumber(t[1]) * 1000 + tonumber(t[2]) / 100
 return 1
 """
 TIMEOUT_S = 0.05
+
+
+def _bucket(user: str) -> str:
+    return f"tally:ratelimit:{{{user}}}:vote"
 
 
 def _errors() -> float:
@@ -36,7 +41,8 @@ async def _late_loop_check(redis: Redis, other: Redis) -> tuple[Any, float]:
     """One check that Redis answers after 20 ms while the loop is blocked for 150 ms."""
     limiter = RateLimiter(redis, {"vote": Limit(5, 60)}, timeout=TIMEOUT_S)
     await limiter.check("warm-up", "vote")  # scripts loaded, connection open
-    busy = asyncio.ensure_future(other.eval(_BUSY, 0, "20"))
+    await other.eval("return 1", 1, _bucket("alice"))  # connected (on a cluster: to its node)
+    busy = asyncio.ensure_future(other.eval(_BUSY, 1, _bucket("alice"), "20"))
     await asyncio.sleep(0.002)  # Redis is now running the busy script
     check = asyncio.ensure_future(limiter.check("alice", "vote"))
     await asyncio.sleep(0.005)  # the check is sent, and waits behind the script
@@ -66,7 +72,8 @@ async def test_a_silent_redis_still_fails_open_within_the_timeout(
     limiter = RateLimiter(redis, {"vote": Limit(5, 60)}, timeout=TIMEOUT_S)
     await limiter.check("warm-up", "vote")
     try:
-        busy = asyncio.ensure_future(other.eval(_BUSY, 0, "400"))
+        await other.eval("return 1", 1, _bucket("bob"))
+        busy = asyncio.ensure_future(other.eval(_BUSY, 1, _bucket("bob"), "400"))
         await asyncio.sleep(0.002)
         errors = _errors()
         started = time.monotonic()
