@@ -63,6 +63,11 @@ return {1, math.floor((window - (new - now)) / interval), math.ceil(new - now), 
 _LATE_LOOP_PASSES = 8
 
 
+def bucket_key(user_id: str, action: str) -> str:
+    """The Redis key of one user's bucket for one action (hash-tagged by user for a cluster)."""
+    return f"tally:ratelimit:{{{user_id}}}:{action}"
+
+
 class Limit(msgspec.Struct, frozen=True):
     """``limit`` requests per ``window_seconds``."""
 
@@ -199,7 +204,7 @@ class RateLimiter:
                 queue_script(
                     pipe,
                     self._sha,
-                    [f"tally:ratelimit:{{{user_id}}}:{action}"],
+                    [bucket_key(user_id, action)],
                     str(window_ms / limit.limit),
                     str(window_ms),
                     str(cost),

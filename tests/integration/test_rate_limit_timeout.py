@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from command_api.rate_limit import LIMITER_ERRORS, Limit, RateLimiter
+from command_api.rate_limit import LIMITER_ERRORS, Limit, RateLimiter, bucket_key
 from kernel.settings import Settings
 from tally.clients import redis_client
 
@@ -29,10 +29,6 @@ return 1
 TIMEOUT_S = 0.05
 
 
-def _bucket(user: str) -> str:
-    return f"tally:ratelimit:{{{user}}}:vote"
-
-
 def _errors() -> float:
     return LIMITER_ERRORS._value.get()  # type: ignore[attr-defined, no-any-return]
 
@@ -41,8 +37,10 @@ async def _late_loop_check(redis: Redis, other: Redis) -> tuple[Any, float]:
     """One check that Redis answers after 20 ms while the loop is blocked for 150 ms."""
     limiter = RateLimiter(redis, {"vote": Limit(5, 60)}, timeout=TIMEOUT_S)
     await limiter.check("warm-up", "vote")  # scripts loaded, connection open
-    await other.eval("return 1", 1, _bucket("alice"))  # connected (on a cluster: to its node)
-    busy = asyncio.ensure_future(other.eval(_BUSY, 1, _bucket("alice"), "20"))
+    await other.eval(
+        "return 1", 1, bucket_key("alice", "vote")
+    )  # connected (on a cluster: to its node)
+    busy = asyncio.ensure_future(other.eval(_BUSY, 1, bucket_key("alice", "vote"), "20"))
     await asyncio.sleep(0.002)  # Redis is now running the busy script
     check = asyncio.ensure_future(limiter.check("alice", "vote"))
     await asyncio.sleep(0.005)  # the check is sent, and waits behind the script
@@ -72,8 +70,8 @@ async def test_a_silent_redis_still_fails_open_within_the_timeout(
     limiter = RateLimiter(redis, {"vote": Limit(5, 60)}, timeout=TIMEOUT_S)
     await limiter.check("warm-up", "vote")
     try:
-        await other.eval("return 1", 1, _bucket("bob"))
-        busy = asyncio.ensure_future(other.eval(_BUSY, 1, _bucket("bob"), "400"))
+        await other.eval("return 1", 1, bucket_key("bob", "vote"))
+        busy = asyncio.ensure_future(other.eval(_BUSY, 1, bucket_key("bob", "vote"), "400"))
         await asyncio.sleep(0.002)
         errors = _errors()
         started = time.monotonic()

@@ -23,6 +23,7 @@ from command_api.deciders.errors import DomainError
 from command_api.deciders.vote import CastVote, RetractVote
 from command_api.unit_of_work import run_batch
 from command_api.work import Accepted, WorkItem
+from event_store.port import stream_of_vote
 from kernel.settings import Settings
 
 WRITERS = 6
@@ -96,7 +97,7 @@ async def test_racing_batches_keep_every_stream_consistent(
             continue
         key = (UUID(data["comment_id"]), data["user_id"])
         value, last_version = folded.get(key, (0, 0))
-        assert stream == f"vote-{key[0]}-{key[1]}"
+        assert stream == stream_of_vote(*key)
         assert version == last_version + 1, (stream, version, last_version)
         assert data["previous"] == value
         folded[key] = (data["value"], version)
