@@ -56,17 +56,20 @@ _LOCK_STREAMS = (
     " ORDER BY 1, 2) AS t"
 )
 # Separate statements from the locks: each takes its snapshot after the locks are granted, so
-# it sees what the batch that held them committed. An array, not a set-returning function: the
-# planner then probes the primary key (with ``IN (SELECT ...)`` it hashed the batch's ids and
-# scanned the whole table while the table was small).
+# it sees what the batch that held them committed. Both probe the primary key once per key of
+# the batch, whatever the table's size: an array for the comments, and for the votes a LATERAL
+# subquery that its LIMIT keeps from being flattened. As a plain join (or ``IN (SELECT ...)``)
+# the planner, which guesses 100 rows for any set-returning function, hashed the batch's keys
+# and scanned the whole table while it was small, up to tens of thousands of rows: 5-6 ms of a
+# batch's read at 20,000 vote rows, against 0.1-0.4 ms for the probes.
 _COMMENTS = (
     "SELECT comment_id, commentable_id, author_id, content, deleted, version, position,"
     " parent_id, depth FROM comments WHERE comment_id = ANY(%s)"
 )
 _VOTES = (
-    "SELECT v.comment_id, v.user_id, v.value, v.version, v.position FROM votes v"
-    " JOIN jsonb_to_recordset(%s::jsonb) AS t(c uuid, u text)"
-    " ON v.comment_id = t.c AND v.user_id = t.u"
+    "SELECT v.comment_id, v.user_id, v.value, v.version, v.position"
+    " FROM jsonb_to_recordset(%s::jsonb) AS t(c uuid, u text) CROSS JOIN LATERAL ("
+    "SELECT * FROM votes WHERE comment_id = t.c AND user_id = t.u LIMIT 1) AS v"
 )
 
 
