@@ -172,10 +172,9 @@ def _plain_checker(config: AuthConfig) -> PlainChecker | None:
     if config.algorithm not in _SYMMETRIC:
         return None
     try:
-        jwt.get_algorithm_by_name(config.algorithm).prepare_key(config.secret)
+        return PlainChecker(config.secret, config.algorithm, config.issuer, config.audience)
     except jwt.InvalidKeyError:
         return None
-    return PlainChecker(config.secret.encode(), config.algorithm, config.issuer, config.audience)
 
 
 def _bearer(authorization: str | None) -> str:

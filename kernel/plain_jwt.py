@@ -12,19 +12,14 @@ unusual, gets ``None`` and goes to PyJWT, which accepts it or says what is wrong
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
-from collections.abc import Callable
 from typing import Any
 
+import jwt
 import msgspec
+from jwt.algorithms import HMACAlgorithm
 
-_HASHES: dict[str, Callable[..., Any]] = {
-    "HS256": hashlib.sha256,
-    "HS384": hashlib.sha384,
-    "HS512": hashlib.sha512,
-}
 _SEGMENTS = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 _HEADER_KEYS = frozenset({"alg", "typ", "kid"})
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
@@ -33,12 +28,15 @@ _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 class PlainChecker:
     """``plain_claims`` for one secret, algorithm, issuer and audience."""
 
-    def __init__(self, secret: bytes, algorithm: str, issuer: str, audience: str) -> None:
-        if algorithm not in _HASHES:
+    def __init__(self, secret: str, algorithm: str, issuer: str, audience: str) -> None:
+        """``jwt.InvalidKeyError`` for a secret PyJWT will not use as an HMAC key (a PEM public
+        key, say), ``ValueError`` for an algorithm that is not HMAC."""
+        hmac_algorithm = jwt.get_algorithm_by_name(algorithm)
+        if not isinstance(hmac_algorithm, HMACAlgorithm):
             raise ValueError(f"{algorithm} is not an HMAC algorithm")
-        self._secret = secret
+        self._key = hmac_algorithm.prepare_key(secret)  # as PyJWT prepares it
+        self._digest = hmac_algorithm.hash_alg
         self._algorithm = algorithm
-        self._digest = _HASHES[algorithm]
         self._issuer = issuer
         self._audience = audience
 
@@ -56,7 +54,7 @@ class PlainChecker:
             ):
                 return None
             signed = token[: segments.end(2)].encode("ascii")
-            expected = hmac.digest(self._secret, signed, self._digest)
+            expected = hmac.digest(self._key, signed, self._digest)
             if not hmac.compare_digest(expected, _b64(segments[3])):
                 return None
             claims = _decode_object(_b64(segments[2]))

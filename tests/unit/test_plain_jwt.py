@@ -116,7 +116,7 @@ async def test_the_shortcut_and_pyjwt_decide_alike(
     pyjwt_only = TokenVerifier(config=config, clock=lambda: NOW)
     pyjwt_only._plain = None
     assert await _decide(with_shortcut, token) == await _decide(pyjwt_only, token)
-    shortcut = PlainChecker(SECRET.encode(), algorithm, issuer, audience).plain_claims(token)
+    shortcut = PlainChecker(SECRET, algorithm, issuer, audience).plain_claims(token)
     event("shortcut taken" if shortcut is not None else "left to PyJWT")
     if shortcut is not None:  # whatever it takes, PyJWT takes too, with the same claims
         assert shortcut == jwt.decode(
@@ -140,10 +140,10 @@ def test_plain_tokens_take_the_shortcut(algorithm: str, issuer: str, audience: s
     if issuer:
         claims |= {"iss": issuer, "aud": [audience, "other"]}
     token = jwt.encode(claims, SECRET, algorithm=algorithm, headers={"kid": "k1"})
-    checker = PlainChecker(SECRET.encode(), algorithm, issuer, audience)
+    checker = PlainChecker(SECRET, algorithm, issuer, audience)
     assert checker.plain_claims(token) == claims
     assert (
-        PlainChecker(b"another secret entirely, 32 bytes+", algorithm, "", "").plain_claims(token)
+        PlainChecker("another secret entirely, 32 bytes+", algorithm, "", "").plain_claims(token)
         is None
     )
 
