@@ -33,15 +33,25 @@ def _errors() -> float:
     return LIMITER_ERRORS._value.get()  # type: ignore[attr-defined, no-any-return]
 
 
-async def _late_loop_check(redis: Redis, other: Redis) -> tuple[Any, float]:
-    """One check that Redis answers after 20 ms while the loop is blocked for 150 ms."""
+async def _warm_limiter(redis: Redis) -> RateLimiter:
     limiter = RateLimiter(redis, {"vote": Limit(5, 60)}, timeout=TIMEOUT_S)
     await limiter.check("warm-up", "vote")  # scripts loaded, connection open
-    await other.eval(
-        "return 1", 1, bucket_key("alice", "vote")
-    )  # connected (on a cluster: to its node)
-    busy = asyncio.ensure_future(other.eval(_BUSY, 1, bucket_key("alice", "vote"), "20"))
+    return limiter
+
+
+async def _keep_busy(other: Redis, user: str, ms: int) -> asyncio.Future[Any]:
+    """Redis (on a cluster: ``user``'s bucket's node) busy for ``ms`` from now on."""
+    key = bucket_key(user, "vote")
+    await other.eval("return 1", 1, key)  # connected (on a cluster: to its node)
+    busy = asyncio.ensure_future(other.eval(_BUSY, 1, key, str(ms)))
     await asyncio.sleep(0.002)  # Redis is now running the busy script
+    return busy
+
+
+async def _late_loop_check(redis: Redis, other: Redis) -> tuple[Any, float]:
+    """One check that Redis answers after 20 ms while the loop is blocked for 150 ms."""
+    limiter = await _warm_limiter(redis)
+    busy = await _keep_busy(other, "alice", 20)
     check = asyncio.ensure_future(limiter.check("alice", "vote"))
     await asyncio.sleep(0.005)  # the check is sent, and waits behind the script
     time.sleep(0.15)  # noqa: ASYNC251 (the point: the loop is late, answer and timeout both due)
@@ -67,12 +77,9 @@ async def test_a_silent_redis_still_fails_open_within_the_timeout(
     redis: Redis, settings: Settings
 ) -> None:
     other = redis_client(settings)
-    limiter = RateLimiter(redis, {"vote": Limit(5, 60)}, timeout=TIMEOUT_S)
-    await limiter.check("warm-up", "vote")
+    limiter = await _warm_limiter(redis)
     try:
-        await other.eval("return 1", 1, bucket_key("bob", "vote"))
-        busy = asyncio.ensure_future(other.eval(_BUSY, 1, bucket_key("bob", "vote"), "400"))
-        await asyncio.sleep(0.002)
+        busy = await _keep_busy(other, "bob", 400)
         errors = _errors()
         started = time.monotonic()
         quota = await limiter.check("bob", "vote")
