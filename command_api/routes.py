@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -16,6 +15,7 @@ from command_api.deciders.comment import DeleteComment, EditComment, PostComment
 from command_api.deciders.vote import CastVote, RetractVote
 from command_api.idempotency import request_fingerprint
 from command_api.planning import Command
+from kernel.ids import random_uuid
 from kernel.web_contract import BEARER, options_handler, problems, response_headers
 from schemas.api import (
     CommentChanged,
@@ -98,7 +98,7 @@ async def post_comment(
 ) -> Response[CommentCreated]:
     """Post a comment on a commentable."""
     command = PostComment(
-        comment_id=uuid.uuid4(),
+        comment_id=random_uuid(),
         commentable_id=data.commentable_id,
         author_id=user_id,
         content=data.content,

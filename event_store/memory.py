@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from uuid import uuid4
 
 from event_store.errors import ConcurrencyError
 from event_store.port import PendingEvent
+from kernel.ids import random_uuid
 from schemas.envelope import Envelope
 from schemas.events import Event
 
@@ -39,7 +39,7 @@ class InMemoryEventStore:
             position = len(self._log) + 1
             self._log.append(
                 Envelope(
-                    event_id=uuid4(),
+                    event_id=random_uuid(),
                     stream_id=stream_id,
                     stream_version=current + offset,
                     position=position,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import msgspec
 
+from kernel.ids import random_uuid
 from schemas.envelope import Envelope
 from schemas.events import Event
 
@@ -23,7 +24,7 @@ class PendingEvent(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str
     stream_version: int
     event: Event
-    event_id: UUID = msgspec.field(default_factory=uuid4)
+    event_id: UUID = msgspec.field(default_factory=random_uuid)
     correlation_id: str | None = None
     causation_id: str | None = None
     traceparent: str | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Callable
 
 import structlog
@@ -21,6 +20,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import Histogram
 
 from kernel import tracing
+from kernel.ids import random_uuid
 
 HEADER = b"x-request-id"
 _VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -38,7 +38,7 @@ _TRACE_HEADERS = {b"traceparent", b"tracestate"}
 
 def correlation_id_of(incoming: bytes) -> str:
     """The caller's ``X-Request-ID`` if it is a sane one, else a new id."""
-    return incoming.decode() if _VALID.match(incoming) else uuid.uuid4().hex
+    return incoming.decode() if _VALID.match(incoming) else random_uuid().hex
 
 
 def http_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
