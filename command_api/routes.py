@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
+import msgspec
 import structlog
 from litestar import Request, Response, delete, patch, post, put
 from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
 from litestar.params import FromPath, JSONBody, Parameter
 
 from command_api.answers import answer_command
@@ -46,6 +48,18 @@ async def current_user(request: Request[Any, Any, Any]) -> str:
     verifier = request.app.state.services.verifier
     user_id: str = await verifier.user_of(request.headers.get("authorization"))
     return user_id
+
+
+async def _strictly(request: Request[Any, Any, Any], body_type: type[msgspec.Struct]) -> None:
+    """Refuse a body that only litestar's lenient conversion accepts (``{"value": "1"}``): a
+    number must come as a JSON number, as the vote fast lane requires."""
+    try:
+        msgspec.json.decode(await request.body(), type=body_type)
+    except msgspec.ValidationError as exc:
+        message, _, at = str(exc).partition(" - at `$.")
+        key = at.rstrip("`") or "data"
+        error = {"message": message, "key": key, "source": "body"}
+        raise ValidationException(detail=f"{key}: {message}", extra=[error]) from None
 
 
 async def _execute(
@@ -174,6 +188,7 @@ async def cast_vote(
     idempotency_key: IdempotencyKey = None,
 ) -> Response[VoteRecorded]:
     """Set the caller's vote on a comment."""
+    await _strictly(request, VoteBody)
     command = CastVote(comment_id=comment_id, user_id=user_id, value=data.value)
     return await _execute(request, command, user_id, "vote", idempotency_key)
 

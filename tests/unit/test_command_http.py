@@ -117,3 +117,26 @@ async def test_refusals_are_problems_and_write_nothing(commands: InMemoryCommand
     assert (limited.status_code, limited.headers["retry-after"]) == (429, "7")
     assert limited.headers["ratelimit-remaining"] == "0"
     assert [e async for batch in commands.store.read_all() for e in batch] == []
+
+
+async def test_a_vote_value_of_the_wrong_json_type_is_refused_not_converted(
+    commands: InMemoryCommands,
+) -> None:
+    limiter = CountingLimiter()
+    async with client_on(commands, limiter) as client:
+        posted = await client.post(
+            "/api/comments", json={"commentable_id": "p", "content": "hi"}, headers=auth("a")
+        )
+        url = f"/api/comments/{posted.json()['id']}/vote"
+        refused = [
+            await client.put(url, json={"value": wrong}, headers=auth("b"))
+            for wrong in ("1", "-1", 1.0, True, None, [1])
+        ]
+    for reply in refused:
+        assert reply.status_code == 422, reply.text
+        assert reply.headers["content-type"] == "application/problem+json"
+        assert reply.json()["errors"][0]["key"] == "value"
+    assert refused[0].json()["detail"] == "value: Expected `int`, got `str`"
+    log = [e async for batch in commands.store.read_all() for e in batch]
+    assert [type(e.event) for e in log] == [CommentPosted]  # no vote was written
+    assert ("b", "vote") not in limiter.seen  # nor counted
