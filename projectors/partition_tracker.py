@@ -84,6 +84,10 @@ class PartitionTracker:
         if position > self.seen.get(partition, 0):
             self.seen[partition] = position
 
+    def snapshot(self) -> PartitionTracker:
+        """A copy that later admissions and advances leave as it is."""
+        return PartitionTracker(self.epoch, self.partitions, dict(self.seen))
+
     def switch(self, epoch: int, partitions: int) -> None:
         """Adopt a new mapping, starting every partition at the old low-water mark."""
         floor = self.low_water_mark() if self.partitions else min(self.seen.values(), default=0)

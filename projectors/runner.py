@@ -22,11 +22,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import Span, SpanKind
 from prometheus_client import Counter, Gauge
@@ -83,6 +84,16 @@ FOREIGN = Counter(
 STALL_SECONDS = 5.0
 START_SECONDS = 30.0  # a consumer that cannot join in this long is replaced
 CHECK_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One consumed batch, admitted: what to apply, then what to save and commit."""
+
+    ready: list[Envelope]
+    spans: list[Span | None]  # ended once the batch is applied
+    tracker: PartitionTracker  # as it is once ``ready`` is applied
+    offsets: dict[TopicPartition, int]  # the next offset to read, per partition
 
 
 class RunnerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,6 +153,7 @@ class ProjectorRunner:
         # The low-water mark as saved: what was applied for sure (the tracker runs ahead of
         # delivery within a batch).
         self.applied_low_water = 0
+        self._applying: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; commit only what was applied."""
@@ -216,84 +228,129 @@ class ProjectorRunner:
     async def _poll(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         """Consume until stopped, or until this consumer looks stuck (then it is replaced).
 
+        One batch is applied (and saved and committed) in the background while the next is
+        fetched and decoded: the Python work of one overlaps Redis's or Elasticsearch's of the
+        other. At most one batch is in flight, and anything that heals, parks or checks waits
+        for it first (``_drain``).
+
         The watchdog looks at progress, not traffic: a relay stuck retrying one partition still
         sends duplicates of the others, yet the low-water mark stands still.
         """
         self._stalls = 0
         progress_at, mark = time.monotonic(), self.tracker.low_water_mark()
-        while not stop.is_set():
-            try:
-                batches = await asyncio.wait_for(
-                    consumer.getmany(timeout_ms=200, max_records=self._config.batch_size),
-                    STALL_SECONDS,
-                )
-            except TimeoutError:  # a consumer stuck rejoining a group the broker forgot
-                batches = {}
-            now = time.monotonic()
-            if batches:
-                self._heard_at = now
-                for tp, messages in batches.items():
-                    await self._handle(tp.partition, messages)
-                await self._save()
+        try:
+            while not stop.is_set():
                 try:
-                    await asyncio.wait_for(consumer.commit(), STALL_SECONDS)
-                except (KafkaError, TimeoutError) as exc:  # replayed later, skipped by position
-                    log.warning("offset_commit_failed", error=repr(exc))
-            if self.tracker.low_water_mark() > mark:
-                progress_at, mark, self._stalls = now, self.tracker.low_water_mark(), 0
-            elif now - progress_at > STALL_SECONDS:
-                progress_at = now
-                silent = now - self._heard_at > STALL_SECONDS
-                if await self._watchdog(consumer) and silent:
-                    self._stalls += 1
-                    if self._stalls >= 2:
-                        log.warning("replacing_stuck_consumer", projection=self._name)
-                        return
-                mark = self.tracker.low_water_mark()
-            if now - self._checked > CHECK_SECONDS:
-                self._checked = now
-                await self._checks()
-
-    async def _handle(self, partition: int, messages: list[ConsumerRecord[Any, Any]]) -> None:
-        ready: list[Envelope] = []
-        # Traced messages' spans end once their batch is applied.
-        with tracing.spans_ended() as spans:
-            for message in messages:
-                try:
-                    headers = decode_headers(message.headers)
-                except BadHeaders as exc:
-                    FOREIGN.labels(self._name).inc()
-                    log.error("foreign_message", projection=self._name, error=str(exc))
-                    continue
-                admission = self.tracker.admit(partition, headers)
-                if admission.new_epoch:
-                    log.warning(
-                        "partition_mapping_changed",
-                        projection=self._name,
-                        epoch=self.tracker.epoch,
-                        partitions=self.tracker.partitions,
-                        healing_from=self.tracker.low_water_mark(),
+                    batches = await asyncio.wait_for(
+                        consumer.getmany(timeout_ms=200, max_records=self._config.batch_size),
+                        STALL_SECONDS,
                     )
-                if admission.heal is not None:
-                    await self.delivery.deliver(ready)  # what came before is applied first
-                    ready = []
-                    await self.heal(admission.heal)
-                if admission.apply:
-                    spans.append(self._span(headers.traceparent, partition, headers.position))
+                except TimeoutError:  # a consumer stuck rejoining a group the broker forgot
+                    batches = {}
+                now = time.monotonic()
+                if batches:
+                    self._heard_at = now
+                    batch = await self._admit(batches)
+                    await self._drain()
+                    self._applying = asyncio.create_task(self._apply(batch, consumer))
+                elif self._applying is not None and self._applying.done():
+                    await self._drain()  # raise what it raised without waiting for traffic
+                if self.tracker.low_water_mark() > mark:
+                    progress_at, mark, self._stalls = now, self.tracker.low_water_mark(), 0
+                elif now - progress_at > STALL_SECONDS:
+                    progress_at = now
+                    silent = now - self._heard_at > STALL_SECONDS
+                    if await self._watchdog(consumer) and silent:
+                        self._stalls += 1
+                        if self._stalls >= 2:
+                            log.warning("replacing_stuck_consumer", projection=self._name)
+                            return
+                    mark = self.tracker.low_water_mark()
+                if now - self._checked > CHECK_SECONDS:
+                    self._checked = now
+                    await self._checks()
+        finally:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait for the batch in flight (applied, saved, committed); raise what it raised."""
+        task, self._applying = self._applying, None
+        if task is not None:
+            await task
+
+    async def _admit(self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> _Batch:
+        """Decode and admit every message; heal and park in order, and return what is left to
+        apply with the tracker as it will be once that is applied.
+
+        The tracker runs ahead of what was applied; its snapshot in the batch is what gets saved.
+        """
+        ready: list[Envelope] = []
+        spans: list[Span | None] = []
+        offsets: dict[TopicPartition, int] = {}
+        traced = tracing.tracer() is not None
+        try:
+            for tp, messages in batches.items():
+                partition = tp.partition
+                offsets[tp] = messages[-1].offset + 1
+                for message in messages:
                     try:
-                        ready.append(decode_envelope(message.value))
-                    except UnknownEventError as exc:
-                        await self.delivery.deliver(ready)
-                        ready = []
-                        key = (message.key or b"").decode(errors="replace")
-                        await self.delivery.park(
-                            [Parked(headers.position, key, str(exc))], [headers.correlation_id]
+                        headers = decode_headers(message.headers)
+                    except BadHeaders as exc:
+                        FOREIGN.labels(self._name).inc()
+                        log.error("foreign_message", projection=self._name, error=str(exc))
+                        continue
+                    admission = self.tracker.admit(partition, headers)
+                    if admission.new_epoch:
+                        log.warning(
+                            "partition_mapping_changed",
+                            projection=self._name,
+                            epoch=self.tracker.epoch,
+                            partitions=self.tracker.partitions,
+                            healing_from=self.tracker.low_water_mark(),
                         )
-                if admission.advance:
-                    self.tracker.advance(partition, headers.position)
-            await self.delivery.deliver(ready)
-        if ready:
-            self._last_time = ready[-1].occurred_at.timestamp()
+                    if admission.heal is not None:
+                        await self._drain()
+                        await self.delivery.deliver(ready)  # what came before is applied first
+                        ready = []
+                        await self.heal(admission.heal)
+                    if admission.apply:
+                        if traced:
+                            spans.append(
+                                self._span(headers.traceparent, partition, headers.position)
+                            )
+                        try:
+                            ready.append(decode_envelope(message.value))
+                        except UnknownEventError as exc:
+                            await self._drain()
+                            await self.delivery.deliver(ready)
+                            ready = []
+                            key = (message.key or b"").decode(errors="replace")
+                            await self.delivery.park(
+                                [Parked(headers.position, key, str(exc))], [headers.correlation_id]
+                            )
+                    if admission.advance:
+                        self.tracker.advance(partition, headers.position)
+        except BaseException as exc:
+            tracing.end_spans(spans, exc)
+            raise
+        return _Batch(ready, spans, self.tracker.snapshot(), offsets)
+
+    async def _apply(self, batch: _Batch, consumer: AIOKafkaConsumer) -> None:
+        """Apply one admitted batch, save its tracker, then commit its offsets."""
+        with tracing.spans_ended() as spans:
+            spans += batch.spans
+            await self.delivery.deliver(batch.ready)
+        if batch.ready:
+            self._last_time = batch.ready[-1].occurred_at.timestamp()
+        await self._save(batch.tracker)
+        # Only partitions still assigned: a revoked one's new owner replays and skips by position.
+        owned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in batch.offsets.items() if tp in owned}
+        try:
+            if offsets:
+                await asyncio.wait_for(consumer.commit(offsets), STALL_SECONDS)
+        except (KafkaError, TimeoutError) as exc:  # replayed later, skipped by position
+            log.warning("offset_commit_failed", error=repr(exc))
 
     def _span(self, traceparent: str | None, partition: int, position: int) -> Span | None:
         return tracing.start_message_span(
@@ -340,6 +397,7 @@ class ProjectorRunner:
         duplicate work.
         """
         WATCHDOG.labels(self._name).inc()
+        await self._drain()
         if not self.tracker.partitions:
             # No message yet: heal under the configured mapping; a message's epoch corrects it.
             self.tracker.switch(self.tracker.epoch, self._config.partitions)
@@ -364,14 +422,16 @@ class ProjectorRunner:
             await self._save()
         return bool(waiting)
 
-    async def _save(self) -> None:
-        """Save the tracker (once what it claims is applied) and publish the low-water mark."""
-        epoch = (self.tracker.epoch, self.tracker.partitions)
+    async def _save(self, tracker: PartitionTracker | None = None) -> None:
+        """Save ``tracker`` (by default the live one), once what it claims is applied, and
+        publish the low-water mark."""
+        saved = tracker or self.tracker
+        epoch = (saved.epoch, saved.partitions)
         new_epoch = epoch != self._persisted
         marks: list[int] = []
 
         async def save() -> None:
-            marks.append(await positions.save(self._pool, self._name, self.tracker, new_epoch))
+            marks.append(await positions.save(self._pool, self._name, saved, new_epoch))
 
         await self.delivery._retrying(save)
         self._persisted = epoch
@@ -386,6 +446,7 @@ class ProjectorRunner:
     async def _checks(self) -> None:
         """Follow the DLQ, check the read model is whole, update lag gauges (never fatal)."""
         try:
+            await self._drain()
             await self.delivery.refresh_parked()
             if not await self.projection.intact():
                 await self._lost()
