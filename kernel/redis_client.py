@@ -7,11 +7,13 @@ so the same calls work on both; what differs (pub/sub) is handled where it is us
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ClusterDownError, RedisClusterException
 
 AnyRedis: TypeAlias = Redis | RedisCluster
@@ -19,6 +21,57 @@ AnyRedis: TypeAlias = Redis | RedisCluster
 # What a cluster client raises when no node answers (not a RedisError, unlike a single
 # server's ConnectionError) or a slot has no master: Redis is down, not a bug.
 CLUSTER_DOWN = (RedisClusterException, ClusterDownError)
+
+
+class _HiredisPacking(AbstractConnection):
+    """Packs commands with hiredis. redis-py's asyncio connection packs them in Python (its
+    sync one uses hiredis), about 1.8 µs per argument: 150 µs for one of the projector's script
+    calls over ten comments (81 keys), 12 µs with hiredis (same bytes). Anything hiredis does not
+    take (``None``, a bool: redis-py refuses them with its own error; a command name of two
+    words) goes to redis-py's packer."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """The command in the Redis protocol, as one buffer."""
+        name = args[0]
+        if not (isinstance(name, str) and " " not in name):
+            return super().pack_command(*args)
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            return super().pack_command(*args)
+
+
+_PACKING: dict[type, type] = {}
+_Connection = TypeVar("_Connection", bound=AbstractConnection)
+
+
+def hiredis_packing(connection_class: type[_Connection]) -> type[_Connection]:
+    """``connection_class`` (plain, TLS or Unix socket) packing commands with hiredis."""
+    if issubclass(connection_class, _HiredisPacking):
+        return connection_class
+    packing = _PACKING.get(connection_class)
+    if packing is None:
+        name = f"Hiredis{connection_class.__name__}"
+        packing = _PACKING[connection_class] = type(name, (_HiredisPacking, connection_class), {})
+    return cast(type[_Connection], packing)
+
+
+def pack_with_hiredis(client: AnyRedis) -> AnyRedis:
+    """Have ``client`` pack with hiredis on every connection it opens from now on.
+
+    A cluster client keeps its connection class in its nodes (the startup ones, and the
+    arguments it makes discovered ones with): redis-py has no option for it.
+    """
+    if isinstance(client, RedisCluster):
+        manager = client.nodes_manager
+        kwargs = manager.connection_kwargs
+        kwargs["connection_class"] = hiredis_packing(kwargs["connection_class"])
+        for node in manager.startup_nodes.values():
+            node.connection_class = hiredis_packing(node.connection_class)
+    else:
+        pool = client.connection_pool
+        pool.connection_class = hiredis_packing(pool.connection_class)
+    return client
 
 
 async def get_many(redis: AnyRedis, keys: Sequence[str | bytes]) -> list[bytes | None]:

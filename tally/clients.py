@@ -10,7 +10,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 
 from event_store.messaging import KafkaAccess
-from kernel.redis_client import AnyRedis
+from kernel.redis_client import AnyRedis, pack_with_hiredis
 from kernel.settings import Settings
 
 
@@ -48,12 +48,11 @@ def redis_client(settings: Settings, pool_wait: float | None = None, **options: 
     in a cluster). ``pool_wait``: with every connection busy, wait this long for one, then fail
     (one server; a cluster client fails at once)."""
     if settings.redis_mode == "cluster":
-        return RedisCluster.from_url(settings.redis_url, **options)
+        return pack_with_hiredis(RedisCluster.from_url(settings.redis_url, **options))
     if pool_wait is not None:
         pool = BlockingConnectionPool.from_url(settings.redis_url, timeout=pool_wait, **options)
-        return Redis(connection_pool=pool)
-    client: Redis = Redis.from_url(settings.redis_url, **options)
-    return client
+        return pack_with_hiredis(Redis(connection_pool=pool))
+    return pack_with_hiredis(Redis.from_url(settings.redis_url, **options))
 
 
 def redis_subscriber(settings: Settings) -> Redis:
