@@ -6,7 +6,9 @@
 local Z = 1.959963984540054
 local BLOCK = 8
 
-local function rank_keys(keys, cid, up, down, created)
+-- keys[r..r+4] are the five rankings. counts_only: only the counts changed (a vote), so the
+-- ranking by creation time, set when the comment was ranked first, is left as it is.
+local function rank_keys(keys, r, cid, up, down, created, counts_only)
   local n = up + down
   local best = 0
   if n > 0 then
@@ -21,15 +23,15 @@ local function rank_keys(keys, cid, up, down, created)
   local sign = 0
   if s > 0 then sign = 1 elseif s < 0 then sign = -1 end
   local hot = sign * math.log10(math.max(math.abs(s), 1)) + (created / 1000 - 1134028003) / 45000
-  redis.call('ZADD', keys[1], s, cid)
-  redis.call('ZADD', keys[2], created, cid)
-  redis.call('ZADD', keys[3], best, cid)
-  redis.call('ZADD', keys[4], controversial, cid)
-  redis.call('ZADD', keys[5], hot, cid)
+  redis.call('ZADD', keys[r], s, cid)
+  if not counts_only then redis.call('ZADD', keys[r + 1], created, cid) end
+  redis.call('ZADD', keys[r + 2], best, cid)
+  redis.call('ZADD', keys[r + 3], controversial, cid)
+  redis.call('ZADD', keys[r + 4], hot, cid)
 end
 
-local function rank(r, cid, up, down, created)
-  rank_keys({KEYS[r], KEYS[r + 1], KEYS[r + 2], KEYS[r + 3], KEYS[r + 4]}, cid, up, down, created)
+local function rank(r, cid, up, down, created, counts_only)
+  rank_keys(KEYS, r, cid, up, down, created, counts_only)
 end
 
 local function unrank(r, cid)
@@ -61,5 +63,5 @@ local function restore_parent(pk, pid)
   for _, sort in ipairs({'top', 'new', 'best', 'controversial', 'hot'}) do
     keys[#keys + 1] = base .. 'rank:' .. sort
   end
-  rank_keys(keys, pid, tonumber(s[2] or '0'), tonumber(s[3] or '0'), tonumber(s[4] or '0'))
+  rank_keys(keys, 1, pid, tonumber(s[2] or '0'), tonumber(s[3] or '0'), tonumber(s[4] or '0'))
 end

@@ -31,7 +31,7 @@ local function flush(b)
   if not p then return end
   pending[b] = nil
   redis.call('HSET', p.ck, 'up', p.up, 'down', p.down, 'score', p.up - p.down, 'pos', p.pos)
-  if not p.deleted then rank(b + 2, p.cid, p.up, p.down, p.born) end
+  if not p.deleted then rank(b + 2, p.cid, p.up, p.down, p.born, true) end
   publish({type = 'score', comment_id = p.cid, up = p.up, down = p.down,
            score = p.up - p.down, position = p.pos})
 end
