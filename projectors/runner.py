@@ -84,6 +84,10 @@ FOREIGN = Counter(
 STALL_SECONDS = 5.0
 START_SECONDS = 30.0  # a consumer that cannot join in this long is replaced
 CHECK_SECONDS = 2.0
+# Messages decoded between two yields to the event loop, so that the batch in flight's round
+# trips (fence, generation, script, positions, offsets: about eight) are answered within half a
+# millisecond instead of after the whole decode; 200 made the projector 20 % slower than 50.
+_YIELD_EVERY = 50
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,7 @@ class ProjectorRunner:
                     batch = await self._admit(batches)
                     await self._drain()
                     self._applying = asyncio.create_task(self._apply(batch, consumer))
+                    await asyncio.sleep(0)  # let it send its first request before we decode
                 elif self._applying is not None and self._applying.done():
                     await self._drain()  # raise what it raised without waiting for traffic
                 if self.tracker.low_water_mark() > mark:
@@ -292,7 +297,9 @@ class ProjectorRunner:
             for tp, messages in batches.items():
                 partition = tp.partition
                 offsets[tp] = messages[-1].offset + 1
-                for message in messages:
+                for index, message in enumerate(messages, 1):
+                    if not index % _YIELD_EVERY:
+                        await asyncio.sleep(0)  # the batch in flight's round trips go on
                     try:
                         headers = decode_headers(message.headers)
                     except BadHeaders as exc:
