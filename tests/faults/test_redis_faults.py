@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import statistics
 import time
 from typing import Any
 
@@ -73,6 +74,7 @@ async def test_redis_out_of_memory_is_waited_out_and_nothing_is_parked(
 
 
 STALL_S = 8
+TYPICAL_VOTE_S = 0.25  # the median vote during the stall, at most
 
 
 async def test_a_stalled_redis_does_not_hold_votes_up(
@@ -92,16 +94,21 @@ async def test_a_stalled_redis_does_not_hold_votes_up(
         resumed = time.monotonic()
         _, verdict = await run.finish()
     slowest = max(during) if during else None
+    typical = statistics.median(during) if during else None
     report(
         "redis-stalled",
         votes_during_stall=len(during),
+        median_vote_s=round(typical or 0, 3),
         slowest_vote_s=round(slowest or 0, 3),
         healed_s=round(time.monotonic() - resumed, 1),
         acked=len(run.voters.tally.acked),
     )
     assert verdict.ok, str(verdict)
-    # Votes went on while Redis said nothing: the rate limiter failed open within milliseconds.
-    # Typically 0.75 s at worst; the bound is relative to the stall (a vote that waited on Redis
-    # would take all of it), not to how busy a shared machine is (2.4 s seen once in CI).
+    # Votes went on while Redis said nothing (each one had its rate-limit check answered):
+    # the limiter failed open within milliseconds. A limiter that waited on Redis for each check
+    # (its socket timeout is 500 ms) would put the typical vote past TYPICAL_VOTE_S. The slowest
+    # single vote is not the measure: on a busy shared machine a few requests take seconds with
+    # no retry and no Redis in their path (2.4 s seen in CI; 4.3 s on a slow day here, with
+    # the code of before and after the change of that day alike).
     assert len(during) > 100
-    assert slowest is not None and slowest < STALL_S / 2
+    assert typical is not None and typical < TYPICAL_VOTE_S
