@@ -316,8 +316,7 @@ class ProjectorRunner:
                             healing_from=self.tracker.low_water_mark(),
                         )
                     if admission.heal is not None:
-                        await self._drain()
-                        await self.delivery.deliver(ready)  # what came before is applied first
+                        await self._deliver_now(ready)  # what came before is applied first
                         ready = []
                         await self.heal(admission.heal)
                     if admission.apply:
@@ -328,8 +327,7 @@ class ProjectorRunner:
                         try:
                             ready.append(decode_envelope(message.value))
                         except UnknownEventError as exc:
-                            await self._drain()
-                            await self.delivery.deliver(ready)
+                            await self._deliver_now(ready)
                             ready = []
                             key = (message.key or b"").decode(errors="replace")
                             await self.delivery.park(
@@ -341,6 +339,12 @@ class ProjectorRunner:
             tracing.end_spans(spans, exc)
             raise
         return _Batch(ready, spans, self.tracker.snapshot(), offsets)
+
+    async def _deliver_now(self, ready: list[Envelope]) -> None:
+        """Apply ``ready`` at once, after the batch in flight: a heal or a park that follows
+        must not overtake either."""
+        await self._drain()
+        await self.delivery.deliver(ready)
 
     async def _apply(self, batch: _Batch, consumer: AIOKafkaConsumer) -> None:
         """Apply one admitted batch, save its tracker, then commit its offsets."""
