@@ -2,10 +2,11 @@
 -- projectors/compaction.py). Keys as in redis_scores.lua; ``rank`` comes from redis_rank.lua.
 -- KEYS[1]: the comment count; then a block of 8 keys per comment (see redis_rank.lua).
 -- ARGV[1]: '1' to rank the comments now, '0' to leave that to redis_rerank.lua.
--- ARGV[2]: msgpack array, per comment: {block index, comment id, first position, last
---   position, created ms (-1: not posted in this change), deleted (0/1), up delta, down delta,
---   {user, vote, user, vote, ...}, parent id ('' for none), depth} (one argument: far cheaper
---   to send than one per value).
+-- ARGV[2]: msgpack array, per comment: {block index, comment id, change}, the change being
+--   projectors/compaction.py's CommentChange as an array: {commentable, first position, last
+--   position, created ms (-1: not posted in this change), deleted (bool), up delta, down delta,
+--   {user = vote, ...}, parent id ('' for none), depth} (one argument: far cheaper to send than
+--   one per value).
 -- A change at or below the stored position is skipped. Returns the ids of comments whose stored
 -- position falls inside their change (part-applied by an interrupted run): the caller applies
 -- their events one at a time instead.
@@ -19,11 +20,11 @@ end
 local ranking = ARGV[1] == '1'
 local placed = {}
 
-for _, change in ipairs(cmsgpack.unpack(ARGV[2])) do
-  local b, cid, first, last = change[1], change[2], change[3], change[4]
+for _, item in ipairs(cmsgpack.unpack(ARGV[2])) do
+  local b, cid, change = item[1], item[2], item[3]
   local ck, vk, pk = KEYS[b], KEYS[b + 1], KEYS[b + 7]
-  local created, deleted, du, dd, votes = change[5], change[6] == 1, change[7], change[8], change[9]
-  local parent, depth = change[10], change[11]
+  local first, last, created, deleted = change[2], change[3], change[4], change[5]
+  local du, dd, votes, parent, depth = change[6], change[7], change[8], change[9], change[10]
   local state = redis.call('HMGET', ck, 'pos', 'up', 'down', 'created', 'deleted')
   local pos = tonumber(state[1] or '0')
   if pos >= last then
@@ -47,12 +48,12 @@ for _, change in ipairs(cmsgpack.unpack(ARGV[2])) do
     redis.call('HSET', ck, 'up', up, 'down', down, 'score', up - down, 'created', created,
                'deleted', deleted and 1 or 0, 'pos', last)
     local set, del = {}, {}
-    for j = 1, #votes, 2 do
-      if votes[j + 1] == 0 then
-        del[#del + 1] = votes[j]
+    for user, vote in pairs(votes) do
+      if vote == 0 then
+        del[#del + 1] = user
       else
-        set[#set + 1] = votes[j]
-        set[#set + 1] = votes[j + 1]
+        set[#set + 1] = user
+        set[#set + 1] = vote
       end
       if #set >= 400 then set = flush('HSET', vk, set) end
       if #del >= 200 then del = flush('HDEL', vk, del) end

@@ -360,21 +360,5 @@ class RedisRebuild:
         self, commentable_id: str, changes: Iterable[tuple[str, CommentChange]]
     ) -> tuple[list[str], list[Any]]:
         blocks = _Blocks(self.generation, commentable_id)
-        packed: list[list[object]] = []
-        for comment_id, c in changes:
-            packed.append(
-                [
-                    blocks.of(comment_id, c.parent),
-                    comment_id,
-                    c.first,
-                    c.last,
-                    c.created_ms,
-                    int(c.deleted),
-                    c.up,
-                    c.down,
-                    [x for pair in c.votes.items() for x in pair],
-                    c.parent,
-                    c.depth,
-                ]
-            )
+        packed = [(blocks.of(comment_id, c.parent), comment_id, c) for comment_id, c in changes]
         return blocks.keys, ["1" if self.ranking else "0", _msgpack.encode(packed)]
