@@ -88,6 +88,10 @@ CHECK_SECONDS = 2.0
 # trips (fence, generation, script, positions, offsets: about eight) are answered within half a
 # millisecond instead of after the whole decode; 200 made the projector 20 % slower than 50.
 _YIELD_EVERY = 50
+# Records taken from the consumer per call: aiokafka parses what ``getmany`` returns without
+# yielding, about 3.5 µs a record, so a whole batch at once held the in-flight batch's replies
+# back for about 7 ms.
+_FETCH_SLICE = 500
 
 
 @dataclass(frozen=True)
@@ -245,10 +249,7 @@ class ProjectorRunner:
         try:
             while not stop.is_set():
                 try:
-                    batches = await asyncio.wait_for(
-                        consumer.getmany(timeout_ms=200, max_records=self._config.batch_size),
-                        STALL_SECONDS,
-                    )
+                    batches = await asyncio.wait_for(self._fetch(consumer), STALL_SECONDS)
                 except TimeoutError:  # a consumer stuck rejoining a group the broker forgot
                     batches = {}
                 now = time.monotonic()
@@ -276,6 +277,26 @@ class ProjectorRunner:
                     await self._checks()
         finally:
             await self._drain()
+
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        """Up to a batch of records (waiting up to 200 ms for the first), taken in slices with a
+        yield between them, in each partition's order."""
+        size = self._config.batch_size
+        batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = await consumer.getmany(
+            timeout_ms=200, max_records=min(size, _FETCH_SLICE)
+        )
+        taken = sum(map(len, batches.values()))
+        while 0 < taken < size:
+            await asyncio.sleep(0)  # the batch in flight's replies
+            more = await consumer.getmany(timeout_ms=0, max_records=min(size - taken, _FETCH_SLICE))
+            if not more:
+                break
+            for tp, records in more.items():
+                batches.setdefault(tp, []).extend(records)
+            taken += sum(map(len, more.values()))
+        return batches
 
     async def _drain(self) -> None:
         """Wait for the batch in flight (applied, saved, committed); raise what it raised."""

@@ -8,11 +8,13 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from event_store.partitioning import partition_for
 from kernel.settings import Settings
+from projectors import runner as runner_module
 from projectors.judging import Finding
 from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import ProjectorRunner
@@ -46,6 +48,7 @@ class _Watched:
             e.position: partition_for(e.event.comment_id, partitions) for e in history
         }
         self.applied: set[int] = set()
+        self.batches: list[list[int]] = []  # the positions of each applied batch, in order
         self.claimed_unapplied: list[int] = []
         self.admitted_ahead = 0
         self.runner: ProjectorRunner | None = None
@@ -61,6 +64,11 @@ class _Watched:
             self.admitted_ahead += 1
         await self._inner.apply(envelopes)
         self.applied |= {e.position for e in envelopes}
+        self.batches.append([e.position for e in envelopes])
+
+    def partition_of(self, position: int) -> int:
+        """The partition an event of the history travels on."""
+        return self._partition[position]
 
     def _ahead_of(self, in_flight: set[int]) -> bool:
         """Has the runner admitted an event of a later batch (its tracker claims one that is
@@ -122,6 +130,39 @@ async def test_saved_positions_never_run_ahead_of_the_batch_in_flight(
     assert projection.claimed_unapplied == []
     # The overlap happened: batches were admitted while an earlier one was being applied.
     assert projection.admitted_ahead > 0
+
+
+async def test_a_batch_is_gathered_from_slices_in_each_partitions_order(
+    settings: Settings,
+    apool: AsyncConnectionPool[Any],
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The runner takes a batch from the consumer in slices (so that parsing records never
+    holds the event loop for long): batches still fill up to their size, no further, and each
+    partition's events are applied in position order."""
+    monkeypatch.setattr(runner_module, "_FETCH_SLICE", 7)
+    config = isolated(settings, projector_batch_size=50)
+    history = await record_history(apool, 400, seed=12)
+    await publish(config, apool)
+    projection = _Watched(
+        RedisScoresProjection(redis, config.redis_generation),
+        apool,
+        history,
+        config.kafka_partitions,
+    )
+    runner = projection.runner = runner_for(projection, config, apool)
+    async with running(runner):
+        await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool), 60)
+        await eventually(lambda: _all_applied(projection, history), 30)
+    sizes = [len(batch) for batch in projection.batches]
+    assert 7 < max(sizes) <= 50, sizes
+    order = [position for batch in projection.batches for position in batch]
+    by_partition: dict[int, list[int]] = {}
+    for position in order:
+        by_partition.setdefault(projection.partition_of(position), []).append(position)
+    for positions in by_partition.values():
+        assert positions == sorted(set(positions))
 
 
 async def _all_applied(projection: _Watched, history: list[Envelope]) -> bool:
