@@ -248,7 +248,10 @@ class ProjectorRunner:
         progress_at, mark = time.monotonic(), self.tracker.low_water_mark()
         try:
             while not stop.is_set():
-                batches = await self._fetch(consumer)
+                try:
+                    batches = await asyncio.wait_for(self._fetch(consumer), STALL_SECONDS)
+                except TimeoutError:  # a consumer stuck rejoining a group the broker forgot
+                    batches = {}
                 now = time.monotonic()
                 if batches:
                     self._heard_at = now
@@ -279,27 +282,20 @@ class ProjectorRunner:
         self, consumer: AIOKafkaConsumer
     ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
         """Up to a batch of records (waiting up to 200 ms for the first), taken in slices with a
-        yield between them, in each partition's order. A consumer that hangs ends the batch with
-        what was taken (nothing, at first): records taken are never dropped."""
+        yield between them, in each partition's order."""
         size = self._config.batch_size
-        batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
-        taken = 0
-        while taken < size:
-            try:
-                more = await asyncio.wait_for(
-                    consumer.getmany(
-                        timeout_ms=0 if taken else 200, max_records=min(size - taken, _FETCH_SLICE)
-                    ),
-                    STALL_SECONDS,
-                )
-            except TimeoutError:  # a consumer stuck rejoining a group the broker forgot
-                break
+        batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = await consumer.getmany(
+            timeout_ms=200, max_records=min(size, _FETCH_SLICE)
+        )
+        taken = sum(map(len, batches.values()))
+        while 0 < taken < size:
+            await asyncio.sleep(0)  # the batch in flight's replies
+            more = await consumer.getmany(timeout_ms=0, max_records=min(size - taken, _FETCH_SLICE))
             if not more:
                 break
             for tp, records in more.items():
                 batches.setdefault(tp, []).extend(records)
             taken += sum(map(len, more.values()))
-            await asyncio.sleep(0)  # the batch in flight's replies
         return batches
 
     async def _drain(self) -> None:
