@@ -114,19 +114,7 @@ class _Watched:
 async def test_saved_positions_never_run_ahead_of_the_batch_in_flight(
     settings: Settings, apool: AsyncConnectionPool[Any], redis: Redis
 ) -> None:
-    config = isolated(settings, projector_batch_size=20)
-    history = await record_history(apool, 400, seed=11)
-    await publish(config, apool)
-    projection = _Watched(
-        RedisScoresProjection(redis, config.redis_generation),
-        apool,
-        history,
-        config.kafka_partitions,
-    )
-    runner = projection.runner = runner_for(projection, config, apool)
-    async with running(runner):
-        await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool), 60)
-        await eventually(lambda: _all_applied(projection, history), 30)
+    projection = await _run_until_all_applied(settings, apool, redis, batch_size=20, seed=11)
     assert projection.claimed_unapplied == []
     # The overlap happened: batches were admitted while an earlier one was being applied.
     assert projection.admitted_ahead > 0
@@ -142,8 +130,28 @@ async def test_a_batch_is_gathered_from_slices_in_each_partitions_order(
     holds the event loop for long): batches still fill up to their size, no further, and each
     partition's events are applied in position order."""
     monkeypatch.setattr(runner_module, "_FETCH_SLICE", 7)
-    config = isolated(settings, projector_batch_size=50)
-    history = await record_history(apool, 400, seed=12)
+    projection = await _run_until_all_applied(settings, apool, redis, batch_size=50, seed=12)
+    sizes = [len(batch) for batch in projection.batches]
+    assert 7 < max(sizes) <= 50, sizes
+    order = [position for batch in projection.batches for position in batch]
+    by_partition: dict[int, list[int]] = {}
+    for position in order:
+        by_partition.setdefault(projection.partition_of(position), []).append(position)
+    for positions in by_partition.values():
+        assert positions == sorted(set(positions))
+
+
+async def _run_until_all_applied(
+    settings: Settings,
+    apool: AsyncConnectionPool[Any],
+    redis: Redis,
+    batch_size: int,
+    seed: int,
+) -> _Watched:
+    """Publish a history of 400 events and run the watched projection until Redis matches the
+    store and every event was applied."""
+    config = isolated(settings, projector_batch_size=batch_size)
+    history = await record_history(apool, 400, seed=seed)
     await publish(config, apool)
     projection = _Watched(
         RedisScoresProjection(redis, config.redis_generation),
@@ -155,14 +163,7 @@ async def test_a_batch_is_gathered_from_slices_in_each_partitions_order(
     async with running(runner):
         await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool), 60)
         await eventually(lambda: _all_applied(projection, history), 30)
-    sizes = [len(batch) for batch in projection.batches]
-    assert 7 < max(sizes) <= 50, sizes
-    order = [position for batch in projection.batches for position in batch]
-    by_partition: dict[int, list[int]] = {}
-    for position in order:
-        by_partition.setdefault(projection.partition_of(position), []).append(position)
-    for positions in by_partition.values():
-        assert positions == sorted(set(positions))
+    return projection
 
 
 async def _all_applied(projection: _Watched, history: list[Envelope]) -> bool:
