@@ -75,6 +75,18 @@ def comment_block(
     ]
 
 
+def counts_block(
+    generation: str, commentable_id: str, comment_id: object, parent_id: object | None
+) -> list[str]:
+    """``comment_block`` without the rankings: the 3 keys a call that only counts takes."""
+    own = comment_key(generation, commentable_id, comment_id)
+    return [
+        own,
+        votes_key(generation, commentable_id, comment_id),
+        comment_key(generation, commentable_id, parent_id) if parent_id else own,
+    ]
+
+
 def snapshot_name(parent_id: object | None, sort: str, bucket: int) -> str:
     """The name of a list's ranking snapshot of one time bucket (what a cursor carries)."""
     listed = "root" if parent_id is None else parent_id

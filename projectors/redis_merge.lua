@@ -1,6 +1,7 @@
 -- Merge pre-folded changes of ONE commentable into a generation being rebuilt (see
 -- projectors/compaction.py). Keys as in redis_scores.lua; ``rank`` comes from redis_rank.lua.
--- KEYS[1]: the comment count; then a block of 8 keys per comment (see redis_rank.lua).
+-- KEYS[1]: the comment count; then a block of 8 keys per comment (see redis_rank.lua) when
+--   ranking, or of 3 when not (its hash, its votes, its parent's hash).
 -- ARGV[1]: '1' to rank the comments now, '0' to leave that to redis_rerank.lua.
 -- ARGV[2]: msgpack array, per comment: {block index, comment id, change}, the change being
 --   projectors/compaction.py's CommentChange as an array: {commentable, first position, last
@@ -18,11 +19,12 @@ local function flush(command, key, args)
 end
 
 local ranking = ARGV[1] == '1'
+local parent_at = ranking and 7 or 2
 local placed = {}
 
 for _, item in ipairs(cmsgpack.unpack(ARGV[2])) do
   local b, cid, change = item[1], item[2], item[3]
-  local ck, vk, pk = KEYS[b], KEYS[b + 1], KEYS[b + 7]
+  local ck, vk, pk = KEYS[b], KEYS[b + 1], KEYS[b + parent_at]
   local first, last, created, deleted = change[2], change[3], change[4], change[5]
   local du, dd, votes, parent, depth = change[6], change[7], change[8], change[9], change[10]
   local state = redis.call('HMGET', ck, 'pos', 'up', 'down', 'created', 'deleted')

@@ -68,11 +68,13 @@ async def _run_script(
 
 class _Blocks:
     """The keys of one Lua call over one commentable: its comment count, then a block of 8 keys
-    per comment (``redis_keys.comment_block``)."""
+    per comment (``redis_keys.comment_block``), or of 3 when the call only counts (its hash, its
+    votes, its parent's hash: a rebuild's bulk pass, which ranks nothing)."""
 
-    def __init__(self, generation: str, commentable_id: str) -> None:
+    def __init__(self, generation: str, commentable_id: str, counts_only: bool = False) -> None:
         self._generation = generation
         self._commentable = commentable_id
+        self._counts_only = counts_only
         self.keys = [redis_keys.count_key(generation, commentable_id)]
         self._index: dict[str, int] = {}
 
@@ -81,9 +83,9 @@ class _Blocks:
         key = str(comment_id)
         if key not in self._index:
             self._index[key] = len(self.keys) + 1
-            self.keys += redis_keys.comment_block(
-                self._generation, self._commentable, key, parent_id or None
-            )
+            # Keys a script never touches still cost building, sending and parsing.
+            block = redis_keys.counts_block if self._counts_only else redis_keys.comment_block
+            self.keys += block(self._generation, self._commentable, key, parent_id or None)
         return self._index[key]
 
 
@@ -359,6 +361,6 @@ class RedisRebuild:
     def _call(
         self, commentable_id: str, changes: Iterable[tuple[str, CommentChange]]
     ) -> tuple[list[str], list[Any]]:
-        blocks = _Blocks(self.generation, commentable_id)
+        blocks = _Blocks(self.generation, commentable_id, counts_only=not self.ranking)
         packed = [(blocks.of(comment_id, c.parent), comment_id, c) for comment_id, c in changes]
         return blocks.keys, ["1" if self.ranking else "0", _msgpack.encode(packed)]
