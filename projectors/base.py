@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from projectors.judging import Finding
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, Recorded
 
 
 class CannotApply(Exception):
     """This event cannot be applied by this projection (a poison event, not an outage)."""
 
-    def __init__(self, envelope: Envelope, reason: str) -> None:
+    def __init__(self, envelope: Recorded, reason: str) -> None:
         super().__init__(f"position {envelope.position}: {reason}")
         self.envelope = envelope
         self.reason = reason

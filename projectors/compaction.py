@@ -12,7 +12,7 @@ from uuid import UUID
 
 import msgspec
 
-from schemas.envelope import Envelope
+from schemas.envelope import Recorded
 from schemas.events import CommentDeleted, CommentPosted, VoteEventBase
 
 
@@ -36,7 +36,7 @@ class CommentChange(msgspec.Struct, array_like=True, gc=False):
     depth: int = 0
 
 
-def compact(envelopes: Sequence[Envelope]) -> dict[str, CommentChange]:
+def compact(envelopes: Sequence[Recorded]) -> dict[str, CommentChange]:
     """One change per comment id, for events given in position order."""
     # Keyed by the UUID's integer while folding: hashing and comparing a UUID are Python calls
     # (a fifth of the fold's time), and its text is made once per comment, not once per event.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge
@@ -34,7 +35,7 @@ REBUILDING = Gauge(
 class Rebuilder:
     """Runs at most one automatic rebuild of one projection at a time."""
 
-    def __init__(self, name: str, dsn: str, make_rebuild: Callable[[], Rebuild]) -> None:
+    def __init__(self, name: str, dsn: str, make_rebuild: Callable[[], Rebuild[Any]]) -> None:
         self.name = name
         self._dsn = dsn
         self._make_rebuild = make_rebuild

@@ -8,32 +8,36 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
+from event_store.bulk_read import ENTRIES, ENVELOPES, LogShape
 from kernel.redis_client import AnyRedis
 from projectors import es_indices, redis_scores
 from projectors.base import Projection
 from projectors.generations import GRACE_SECONDS, Generations, next_generation
 from projectors.redis_scores import RedisRebuild
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, LogEntry, Recorded
 
 log = structlog.get_logger(__name__)
 
+E = TypeVar("E", bound=Recorded)
 
-class Rebuild(Protocol):
-    """One projection being rebuilt beside its live self."""
+
+class Rebuild(Protocol[E]):
+    """One projection being rebuilt beside its live self, from events read as ``E``."""
 
     name: str
     batch_size: int
+    log: LogShape[E]  # what it reads of each event
 
     async def begin(self, resume: str | None) -> str:
         """Prepare a new target (or reopen ``resume``); return its name."""
         ...
 
-    async def apply(self, envelopes: Sequence[Envelope]) -> None:
+    async def apply(self, envelopes: Sequence[E]) -> None:
         """Apply events to the target; idempotent, like every projection."""
         ...
 
@@ -58,6 +62,7 @@ class RedisGenerationRebuild:
     # batches fold more votes per comment. 200k events hold about 400 MB with the one read
     # ahead (docs/performance.md).
     batch_size = 200_000
+    log = ENTRIES  # counts need no more than the position, time and event
 
     def __init__(self, redis: AnyRedis, base: str) -> None:
         self._generations = Generations(redis, base)
@@ -76,7 +81,7 @@ class RedisGenerationRebuild:
         await self._target.setup()
         return name
 
-    async def apply(self, envelopes: Sequence[Envelope]) -> None:
+    async def apply(self, envelopes: Sequence[LogEntry]) -> None:
         """Merge a batch into the new generation."""
         assert self._target is not None, "begin() first"
         await self._target.apply(envelopes)
@@ -106,6 +111,7 @@ class IndexRebuild:
     """Builds a new versioned Elasticsearch index and swaps the alias to it."""
 
     batch_size = 2_000  # Elasticsearch bulk requests stay small
+    log = ENVELOPES
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from projectors.compaction import CommentChange, compact
 from projectors.generations import Generations, scan_batches
 from projectors.judging import Finding, StoredComment, judge, truth_at
 from projectors.store_errors import classify
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, Recorded
 from schemas.events import CommentDeleted, CommentEdited, CommentPosted
 
 
@@ -89,7 +89,7 @@ class _Blocks:
         return self._index[key]
 
 
-async def _record(redis: AnyRedis, generation: str, envelopes: Sequence[Envelope]) -> None:
+async def _record(redis: AnyRedis, generation: str, envelopes: Sequence[Recorded]) -> None:
     """Where each new comment lives (so a reader can find its keys from its id)."""
     posted = [e.event for e in envelopes if isinstance(e.event, CommentPosted)]
     if not posted:
@@ -125,13 +125,13 @@ class RedisScoresProjection:
             raise ReadModelLost(f"redis has lost comments {sorted(set(lost))[:5]}")
 
     async def apply_to(
-        self, generation: str, envelopes: Sequence[Envelope], publish: bool = True
+        self, generation: str, envelopes: Sequence[Recorded], publish: bool = True
     ) -> list[str]:
         """One Lua call per commentable in the batch, sent in one pipeline.
 
         Returns the comments Redis has lost (their events were not applied).
         """
-        by_commentable: dict[str, list[Envelope]] = defaultdict(list)
+        by_commentable: dict[str, list[Recorded]] = defaultdict(list)
         for envelope in envelopes:
             by_commentable[envelope.event.commentable_id].append(envelope)
         calls = [self._call(generation, c, events, publish) for c, events in by_commentable.items()]
@@ -236,7 +236,7 @@ class RedisScoresProjection:
 
     @staticmethod
     def _call(
-        generation: str, commentable_id: str, envelopes: list[Envelope], publish: bool
+        generation: str, commentable_id: str, envelopes: list[Recorded], publish: bool
     ) -> tuple[list[str], list[str | bytes]]:
         blocks = _Blocks(generation, commentable_id)
         # Per comment, not per event: its block and its id and parent as text.
@@ -337,7 +337,7 @@ class RedisRebuild:
             found = await pipe.execute()
         return [p.decode() if p else None for p in found]
 
-    async def apply(self, envelopes: Sequence[Envelope]) -> None:
+    async def apply(self, envelopes: Sequence[Recorded]) -> None:
         """Merge the batch's changes; apply part-applied comments event by event."""
         by_commentable: dict[str, list[tuple[str, CommentChange]]] = defaultdict(list)
         for comment_id, change in compact(envelopes).items():

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from event_store.bulk_read import read_ahead, stream_events
+from event_store.bulk_read import read_ahead, stream_log
 from projectors.fence import SwitchFence
 from projectors.rebuilds import Rebuild
 
@@ -71,7 +71,7 @@ _ONE_AT_A_TIME = "SELECT pg_try_advisory_lock(31250, hashtext(%s))"
 
 async def replay(
     dsn: str,
-    rebuild: Rebuild,
+    rebuild: Rebuild[Any],
     *,
     keep: bool = False,
     batch_size: int | None = None,
@@ -105,7 +105,9 @@ async def replay(
 
         async def copy_upto(head: int) -> None:
             progress.total = progress.done + head - progress.position
-            async for batch in read_ahead(stream_events(reader, progress.position, head, size)):
+            async for batch in read_ahead(
+                stream_log(reader, progress.position, head, rebuild.log, size)
+            ):
                 await rebuild.apply(batch)
                 progress.position = batch[-1].position
                 progress.done += len(batch)

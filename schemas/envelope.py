@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 from uuid import UUID
 
 import msgspec
@@ -21,3 +22,26 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     correlation_id: str | None = None
     causation_id: str | None = None
     event: Event
+
+
+class LogEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An event with its position and time and nothing else: all that a projection keeping
+    counts reads, and a third less work for the server and the decoder when a rebuild streams
+    the log (``event_store.bulk_read.stream_entries``)."""
+
+    position: int
+    occurred_at: datetime
+    event: Event
+
+
+class Recorded(Protocol):
+    """What ``Envelope`` and ``LogEntry`` share: code that reads only these takes either."""
+
+    @property
+    def position(self) -> int: ...
+
+    @property
+    def occurred_at(self) -> datetime: ...
+
+    @property
+    def event(self) -> Event: ...

@@ -195,7 +195,9 @@ async def open_projections(settings: Settings, names: list[str]) -> AsyncIterato
         yield build_projections(settings, names, redis, es)
 
 
-def rebuild_of(settings: Settings, name: str, redis: AnyRedis, es: AsyncElasticsearch) -> Rebuild:
+def rebuild_of(
+    settings: Settings, name: str, redis: AnyRedis, es: AsyncElasticsearch
+) -> Rebuild[Any]:
     """The rebuild of one projection, on the given clients."""
     if name == "redis":
         return RedisGenerationRebuild(redis, settings.redis_generation)
@@ -217,7 +219,7 @@ def rebuild_of(settings: Settings, name: str, redis: AnyRedis, es: AsyncElastics
 
 
 @contextlib.asynccontextmanager
-async def open_rebuilds(settings: Settings, names: list[str]) -> AsyncIterator[list[Rebuild]]:
+async def open_rebuilds(settings: Settings, names: list[str]) -> AsyncIterator[list[Rebuild[Any]]]:
     """Rebuild targets for the named projections, with their clients."""
     async with open_stores(settings, es_timeout=60) as (redis, es):
         yield [rebuild_of(settings, name, redis, es) for name in names]

@@ -1,4 +1,4 @@
-"""``stream_events``: the log in position order, in batches, read with COPY and parsed here."""
+"""``stream_log``: the log in position order, in batches, read with COPY and parsed here."""
 
 from __future__ import annotations
 
@@ -71,3 +71,37 @@ async def test_ranges_across_many_chunks_come_whole_and_in_order(
     assert [e.position for e in read] == positions[11:-4]
     assert [e.event for e in read] == events[11:-4]
     assert all(len(b) == 700 for b in batches[:-1])
+
+
+async def test_entries_hold_what_the_envelopes_hold_of_position_time_and_event(
+    apool: AsyncConnectionPool[Any],
+) -> None:
+    events = [
+        CommentPosted(
+            comment_id=uuid.uuid4(), commentable_id="bulk", author_id="a", content=f'\\ " {n}'
+        )
+        for n in range(bulk_read.CHUNK + 10)
+    ]
+    async with apool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        positions = await append_pending(
+            cur,
+            [
+                PendingEvent(stream_id=stream_of_comment(e.comment_id), stream_version=1, event=e)
+                for e in events
+            ],
+        )
+    after = positions[0] - 1
+    async with apool.connection() as conn:
+        whole = [
+            (e.position, e.occurred_at, e.event)
+            async for b in bulk_read.stream_events(conn, after, positions[-1])
+            for e in b
+        ]
+        lean = [
+            (e.position, e.occurred_at, e.event)
+            async for b in bulk_read.stream_log(
+                conn, after, positions[-1], bulk_read.ENTRIES, batch_size=300
+            )
+            for e in b
+        ]
+    assert lean == whole and [e for _, _, e in lean] == events
