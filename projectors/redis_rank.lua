@@ -5,10 +5,10 @@
 -- no parent). KEYS[1] is the commentable's comment count.
 local Z = 1.959963984540054
 local BLOCK = 8
+local SORTS = {'top', 'new', 'best', 'controversial', 'hot'}  -- projectors/ranking.py's order
 
--- keys[r..r+4] are the five rankings. counts_only: only the counts changed (a vote), so the
--- ranking by creation time, set when the comment was ranked first, is left as it is.
-local function rank_keys(keys, r, cid, up, down, created, counts_only)
+-- The five rankings' scores of a comment, in the order of its list's keys.
+local function scores(up, down, created)
   local n = up + down
   local best = 0
   if n > 0 then
@@ -23,8 +23,15 @@ local function rank_keys(keys, r, cid, up, down, created, counts_only)
   local sign = 0
   if s > 0 then sign = 1 elseif s < 0 then sign = -1 end
   local hot = sign * math.log10(math.max(math.abs(s), 1)) + (created / 1000 - 1134028003) / 45000
-  redis.call('ZADD', keys[r], s, cid)
-  if not counts_only then redis.call('ZADD', keys[r + 1], created, cid) end
+  return s, created, best, controversial, hot
+end
+
+-- keys[r..r+4] are the five rankings. counts_only: only the counts changed (a vote), so the
+-- ranking by creation time, set when the comment was ranked first, is left as it is.
+local function rank_keys(keys, r, cid, up, down, created, counts_only)
+  local top, new, best, controversial, hot = scores(up, down, created)
+  redis.call('ZADD', keys[r], top, cid)
+  if not counts_only then redis.call('ZADD', keys[r + 1], new, cid) end
   redis.call('ZADD', keys[r + 2], best, cid)
   redis.call('ZADD', keys[r + 3], controversial, cid)
   redis.call('ZADD', keys[r + 4], hot, cid)
@@ -60,7 +67,7 @@ local function restore_parent(pk, pid)
   local base = string.sub(pk, 1, #pk - #pid - 2)  -- the key without 'c:<parent id>'
   if s[6] and s[6] ~= '' then base = base .. 'r:' .. s[6] .. ':' end
   local keys = {}
-  for _, sort in ipairs({'top', 'new', 'best', 'controversial', 'hot'}) do
+  for _, sort in ipairs(SORTS) do
     keys[#keys + 1] = base .. 'rank:' .. sort
   end
   rank_keys(keys, 1, pid, tonumber(s[2] or '0'), tonumber(s[3] or '0'), tonumber(s[4] or '0'))

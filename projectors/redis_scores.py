@@ -314,28 +314,17 @@ class RedisRebuild:
             for key, commentable in zip(keys, commentables, strict=True):
                 if commentable is not None:
                     by_commentable[commentable.decode()].append(key.decode().rsplit(":", 1)[1])
-            calls = []
-            for commentable_id, comment_ids in by_commentable.items():
-                parents = await self._parents(commentable_id, comment_ids)
-                blocks = _Blocks(self.generation, commentable_id)
-                args: list[str] = []
-                for comment_id, parent in zip(comment_ids, parents, strict=True):
-                    args += [str(blocks.of(comment_id, parent)), comment_id]
-                calls.append((blocks.keys, args))
-            await _run_script(self._redis, self._rerank_sha, calls)
-            ranked += sum(len(args) // 2 for _, args in calls)
+            # The script finds each comment's list from its stored parent: ids are all it needs.
+            calls = [
+                (
+                    [redis_keys.count_key(self.generation, commentable_id)],
+                    [redis_keys.prefix(self.generation, commentable_id), *comment_ids],
+                )
+                for commentable_id, comment_ids in by_commentable.items()
+            ]
+            ranked += sum(await _run_script(self._redis, self._rerank_sha, calls))
         self.ranking = True
         return ranked
-
-    async def _parents(self, commentable_id: str, comment_ids: list[str]) -> list[str | None]:
-        """The parent of each comment, as stored in its hash (``None`` at the top level)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for comment_id in comment_ids:
-                pipe.hget(
-                    redis_keys.comment_key(self.generation, commentable_id, comment_id), "parent"
-                )
-            found = await pipe.execute()
-        return [p.decode() if p else None for p in found]
 
     async def apply(self, envelopes: Sequence[Recorded]) -> None:
         """Merge the batch's changes; apply part-applied comments event by event."""
