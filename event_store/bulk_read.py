@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -137,7 +137,7 @@ async def stream_log(
     until: int,
     shape: LogShape[R],
     batch_size: int = 20_000,
-) -> AsyncIterator[list[R]]:
+) -> AsyncGenerator[list[R], None]:
     """Events in ``(after, until]`` in position order, in ``shape``, in lists of
     ``batch_size`` (the last may be shorter)."""
     query = shape.query.replace(":after", str(int(after))).replace(":until", str(int(until)))
@@ -163,24 +163,30 @@ async def stream_log(
 
 def stream_events(
     conn: psycopg.AsyncConnection[Any], after: int, until: int, batch_size: int = 20_000
-) -> AsyncIterator[list[Envelope]]:
+) -> AsyncGenerator[list[Envelope], None]:
     """Whole envelopes in ``(after, until]``: ``stream_log`` in the ``ENVELOPES`` shape."""
     return stream_log(conn, after, until, ENVELOPES, batch_size)
 
 
-async def read_ahead(source: AsyncIterator[T], depth: int = 1) -> AsyncIterator[T]:
+async def read_ahead(source: AsyncGenerator[T, None], depth: int = 1) -> AsyncGenerator[T, None]:
     """``source``, with up to ``depth`` items read ahead while the consumer works on one.
 
     Parsing the next batch then overlaps with writing the last one to a projection's store.
+    Closed (``contextlib.aclosing``), it stops the reading and closes ``source`` at once.
     """
     queue: asyncio.Queue[tuple[bool, T | None]] = asyncio.Queue(depth)
 
     async def fill() -> None:
+        # The end marker follows the last item or the reader's error, never a cancellation:
+        # cancelled, the consumer is gone, and a put into a full queue would wait forever.
         try:
-            async for item in source:
-                await queue.put((True, item))
-        finally:
+            async with contextlib.aclosing(source):
+                async for item in source:
+                    await queue.put((True, item))
+        except Exception:
             await queue.put((False, None))
+            raise
+        await queue.put((False, None))
 
     task = asyncio.create_task(fill())
     try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -9,7 +12,7 @@ from uuid import UUID, uuid4
 import msgspec
 import pytest
 
-from event_store.bulk_read import ENTRIES, ENVELOPES, LogShape, decode_chunk
+from event_store.bulk_read import ENTRIES, ENVELOPES, LogShape, decode_chunk, read_ahead
 from schemas import codec
 from schemas.codec import UnknownEventError, encode
 from schemas.envelope import Envelope, LogEntry
@@ -96,3 +99,37 @@ def test_an_unknown_type_in_a_chunk_is_an_error_not_a_skip() -> None:
     rows = [stored(1, {"type": "VoteExploded", "comment_id": str(uuid4())})]
     with pytest.raises(UnknownEventError, match="VoteExploded"):
         decode_chunk(as_copied(rows), ENVELOPES)
+
+
+async def test_read_ahead_stops_and_closes_its_source_when_the_consumer_fails() -> None:
+    # The reader is a batch ahead (the queue full, the next item read) when the consumer's
+    # write fails: closing must stop it at once, not wait on the full queue for ever.
+    closed = asyncio.Event()
+
+    async def source() -> AsyncGenerator[int, None]:
+        try:
+            for n in range(100):
+                yield n
+        finally:
+            closed.set()
+
+    batches = read_ahead(source())
+    with pytest.raises(RuntimeError, match="write failed"):
+        async with contextlib.aclosing(batches):
+            async for n in batches:
+                await asyncio.sleep(0.01)  # the reader fills the queue meanwhile
+                if n == 2:
+                    raise RuntimeError("write failed")
+    assert closed.is_set()
+
+
+async def test_read_ahead_raises_what_its_source_raised_after_the_items_before() -> None:
+    async def source() -> AsyncGenerator[int, None]:
+        yield 1
+        raise ValueError("bad chunk")
+
+    got = []
+    with pytest.raises(ValueError, match="bad chunk"):
+        async for n in read_ahead(source()):
+            got.append(n)
+    assert got == [1]
