@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -37,8 +38,10 @@ class Rebuild(Protocol[E]):
         """Prepare a new target (or reopen ``resume``); return its name."""
         ...
 
-    async def apply(self, envelopes: Sequence[E]) -> None:
-        """Apply events to the target; idempotent, like every projection."""
+    def stage(self, envelopes: Sequence[E]) -> Callable[[], Awaitable[None]]:
+        """Do a batch's own work now (folding, encoding) and return its write to the target,
+        idempotent like every projection. The caller starts each write when the one before
+        has finished, so writes land in order, and stages the next batch meanwhile."""
         ...
 
     async def bulk_done(self) -> None:
@@ -81,10 +84,10 @@ class RedisGenerationRebuild:
         await self._target.setup()
         return name
 
-    async def apply(self, envelopes: Sequence[LogEntry]) -> None:
-        """Merge a batch into the new generation."""
+    def stage(self, envelopes: Sequence[LogEntry]) -> Callable[[], Awaitable[None]]:
+        """Fold a batch now; the write merges it into the new generation."""
         assert self._target is not None, "begin() first"
-        await self._target.apply(envelopes)
+        return self._target.stage(envelopes)
 
     async def bulk_done(self) -> None:
         """Rank every comment once; later batches rank as they go."""
@@ -151,10 +154,10 @@ class IndexRebuild:
         self._projection = self._projection_on(self._index)
         return self._index
 
-    async def apply(self, envelopes: Sequence[Envelope]) -> None:
-        """Write a batch into the new index."""
+    def stage(self, envelopes: Sequence[Envelope]) -> Callable[[], Awaitable[None]]:
+        """The write of a batch into the new index (nothing to do before it)."""
         assert self._projection is not None, "begin() first"
-        await self._projection.apply(envelopes)
+        return functools.partial(self._projection.apply, envelopes)
 
     async def bulk_done(self) -> None:
         """Nothing deferred."""

@@ -14,8 +14,9 @@ and ``ReadModelLost`` asks for a rebuild. So does a generation without its ``int
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any, cast
 from uuid import UUID
@@ -328,10 +329,20 @@ class RedisRebuild:
 
     async def apply(self, envelopes: Sequence[Recorded]) -> None:
         """Merge the batch's changes; apply part-applied comments event by event."""
+        await self.stage(envelopes)()
+
+    def stage(self, envelopes: Sequence[Recorded]) -> Callable[[], Awaitable[None]]:
+        """Fold the batch and build its merge calls now; return the write, to be started after
+        the previous batch's write has finished (the caller folds the next batch meanwhile)."""
         by_commentable: dict[str, list[tuple[str, CommentChange]]] = defaultdict(list)
         for comment_id, change in compact(envelopes).items():
             by_commentable[change.commentable_id].append((comment_id, change))
         calls = [self._call(c, changes) for c, changes in by_commentable.items()]
+        return functools.partial(self._write, calls, envelopes)
+
+    async def _write(
+        self, calls: list[tuple[list[str], list[Any]]], envelopes: Sequence[Recorded]
+    ) -> None:
         try:
             results = await _run_script(self._redis, self._sha, calls)
         except NoScriptError:

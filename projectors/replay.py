@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ import structlog
 from event_store.bulk_read import read_ahead, stream_log
 from projectors.fence import SwitchFence
 from projectors.rebuilds import Rebuild
+from schemas.envelope import Recorded
 
 log = structlog.get_logger(__name__)
 
@@ -103,19 +105,39 @@ async def replay(
         log.info("replay_started", projection=rebuild.name, target=target, resumed_from=position)
         progress = Progress(rebuild.name, target, 0, 0, position, position, time.monotonic())
 
+        async def written(batch: Sequence[Recorded]) -> None:
+            progress.position = batch[-1].position
+            progress.done += len(batch)
+            await control.execute(
+                "UPDATE replays SET position = %s, updated_at = now() WHERE projection = %s",
+                (progress.position, rebuild.name),
+            )
+            on_progress(progress)
+
         async def copy_upto(head: int) -> None:
             progress.total = progress.done + head - progress.position
-            async for batch in read_ahead(
-                stream_log(reader, progress.position, head, rebuild.log, size)
-            ):
-                await rebuild.apply(batch)
-                progress.position = batch[-1].position
-                progress.done += len(batch)
-                await control.execute(
-                    "UPDATE replays SET position = %s, updated_at = now() WHERE projection = %s",
-                    (progress.position, rebuild.name),
-                )
-                on_progress(progress)
+            # Each batch is staged (folded) while the one before it is written; writes go one
+            # at a time, in position order, and only what was written counts as progress.
+            writing: asyncio.Future[None] | None = None
+            last: Sequence[Recorded] = ()
+            batches = read_ahead(stream_log(reader, progress.position, head, rebuild.log, size))
+            try:
+                async for batch in batches:
+                    staged = rebuild.stage(batch)
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(staged())
+                    if last:  # written: its progress is recorded while this batch is written
+                        await written(last)
+                    last = batch
+                if writing is not None:
+                    await writing
+                    await written(last)
+            finally:
+                # On an error, stop the reader now, before its connection is closed.
+                await batches.aclose()
+                if writing is not None and not writing.done():
+                    writing.cancel()
 
         await copy_upto(await _head(control))
         await rebuild.bulk_done()
