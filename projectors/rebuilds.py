@@ -62,8 +62,8 @@ class RedisGenerationRebuild:
 
     name = "redis"
     # Redis's work per batch goes with the comments the batch touches, not its events: larger
-    # batches fold more votes per comment. 200k events hold about 400 MB with the one read
-    # ahead (docs/performance.md).
+    # batches fold more votes per comment. At 200k events a rebuild peaks near 320 MB (read as
+    # LogEntry, one batch written, one staged, one read ahead; docs/performance.md).
     batch_size = 200_000
     log = ENTRIES  # counts need no more than the position, time and event
 
