@@ -45,15 +45,27 @@ local function unrank(r, cid)
   for k = r, r + 4 do redis.call('ZREM', KEYS[k], cid) end
 end
 
--- Rank the comment of block b from its stored hash. A deleted comment leaves its list unless
--- it has replies: they stay readable under it ("[deleted]"), ranked by its last counts.
+-- A deleted comment leaves its list unless it has replies: they stay readable under it
+-- ("[deleted]"), ranked by its last counts. deleted and replies as stored in its hash.
+local function listed(deleted, replies)
+  return deleted ~= '1' or tonumber(replies or '0') > 0
+end
+
+-- The key prefix of a list: the commentable's top level (prefix), or the replies to parent
+-- (projectors/redis_keys.py's list_prefix).
+local function list_prefix(prefix, parent)
+  if parent and parent ~= '' then return prefix .. 'r:' .. parent .. ':' end
+  return prefix
+end
+
+-- Rank the comment of block b from its stored hash, or take it out of its list (see listed).
 local function place(b, cid)
   local s = redis.call('HMGET', KEYS[b], 'pos', 'up', 'down', 'created', 'deleted', 'replies')
   if not s[1] then return end
-  if s[5] == '1' and tonumber(s[6] or '0') == 0 then
-    unrank(b + 2, cid)
-  else
+  if listed(s[5], s[6]) then
     rank(b + 2, cid, tonumber(s[2] or '0'), tonumber(s[3] or '0'), tonumber(s[4] or '0'))
+  else
+    unrank(b + 2, cid)
   end
 end
 
@@ -64,8 +76,7 @@ end
 local function restore_parent(pk, pid)
   local s = redis.call('HMGET', pk, 'pos', 'up', 'down', 'created', 'deleted', 'parent', 'replies')
   if not s[1] or s[5] ~= '1' or tonumber(s[7] or '0') < 1 then return end
-  local base = string.sub(pk, 1, #pk - #pid - 2)  -- the key without 'c:<parent id>'
-  if s[6] and s[6] ~= '' then base = base .. 'r:' .. s[6] .. ':' end
+  local base = list_prefix(string.sub(pk, 1, #pk - #pid - 2), s[6])  -- pk without 'c:<pid>'
   local keys = {}
   for _, sort in ipairs(SORTS) do
     keys[#keys + 1] = base .. 'rank:' .. sort

@@ -12,10 +12,8 @@ for n = 2, #ARGV do
   local s = redis.call('HMGET', prefix .. 'c:' .. cid,
                        'pos', 'up', 'down', 'created', 'deleted', 'replies', 'parent')
   if s[1] then
-    local base = prefix
-    if s[7] and s[7] ~= '' then base = prefix .. 'r:' .. s[7] .. ':' end
-    if s[5] == '1' and tonumber(s[6] or '0') == 0 then
-      -- deleted without replies: out of its list (see place)
+    local base = list_prefix(prefix, s[7])
+    if not listed(s[5], s[6]) then
       for _, sort in ipairs(SORTS) do redis.call('ZREM', base .. 'rank:' .. sort, cid) end
     else
       local list = lists[base]

@@ -27,7 +27,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 class LogEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An event with its position and time and nothing else: all that a projection keeping
     counts reads, and a third less work for the server and the decoder when a rebuild streams
-    the log (``event_store.bulk_read.stream_entries``)."""
+    the log (``event_store.bulk_read.stream_log`` in the ``ENTRIES`` shape)."""
 
     position: int
     occurred_at: datetime
