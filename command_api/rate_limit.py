@@ -27,10 +27,10 @@ import msgspec
 import structlog
 from prometheus_client import Counter
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from kernel.coalesce import TickBatcher
-from kernel.redis_client import CLUSTER_DOWN, AnyRedis, closed_under_us, queue_script
+from kernel.redis_client import AnyRedis, queue_script, redis_away
 
 log = structlog.get_logger(__name__)
 
@@ -164,8 +164,8 @@ class RateLimiter:
             return [None] * len(checks)
         try:
             replies = await self._within_timeout(checks)
-        except (RedisError, OSError, TimeoutError, AttributeError, TypeError, *CLUSTER_DOWN) as exc:
-            if isinstance(exc, AttributeError | TypeError) and not closed_under_us(exc):
+        except Exception as exc:
+            if not redis_away(exc):
                 raise
             LIMITER_ERRORS.inc(len(checks))
             self._skip_until = self._clock() + self._pause

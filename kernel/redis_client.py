@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 
 AnyRedis: TypeAlias = Redis | RedisCluster
 
@@ -94,9 +94,10 @@ def queue_script(
 def closed_under_us(exc: BaseException) -> bool:
     """Is ``exc`` a write on a connection redis-py closed concurrently? It surfaces as an
     AttributeError or TypeError from inside redis-py's asyncio connection instead of a
-    ConnectionError (redis/redis-py#3546, #4287; unfixed in 6.x and 7.x). Seen when a Redis
+    ConnectionError (redis/redis-py#3546, #4287; unfixed in 6.x and 7.x), or under uvloop as a
+    RuntimeError ("the handler is closed") from the transport it writes to. Seen when a Redis
     Cluster node restarts while several tasks share the client: Redis was away, not a bug."""
-    if not isinstance(exc, AttributeError | TypeError):
+    if not isinstance(exc, RACE_ERRORS):
         return False
     frame = exc.__traceback__
     while frame is not None:
@@ -106,4 +107,13 @@ def closed_under_us(exc: BaseException) -> bool:
     return False
 
 
+def redis_away(exc: BaseException) -> bool:
+    """Did ``exc`` come from Redis being away or going away (retry or fail open), not a bug?"""
+    return isinstance(exc, (RedisError, OSError, TimeoutError, *CLUSTER_DOWN)) or closed_under_us(
+        exc
+    )
+
+
+# What a write on a connection closed under us raises (see ``closed_under_us``).
+RACE_ERRORS = (AttributeError, TypeError, RuntimeError)
 _CONNECTION_MODULE = "redis/asyncio/connection.py"

@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from kernel.redis_client import redis_away
 from projectors.redis_keys import live_channel
 
 log = structlog.get_logger(__name__)
@@ -148,7 +149,9 @@ class LiveHub:
                     if message is not None:
                         channel = message["channel"].decode()
                         self._route(channel.removeprefix(prefix), message["data"])
-            except (RedisError, OSError) as exc:  # Redis went away: streams wait, we retry
+            except Exception as exc:  # Redis went away: streams wait, we retry
+                if not redis_away(exc):
+                    raise
                 self.listening.clear()
                 if self._closing:  # a cancelled connect can surface as a connection error
                     return
