@@ -425,8 +425,8 @@ class ProjectorRunner:
         """The log is ahead and nothing moves: heal from the store and rewind stuck partitions.
 
         Returns whether anything was waiting. Without an assignment (the consumer is stuck
-        rejoining, or there is none), every partition is healed: idempotent, so at worst
-        duplicate work.
+        rejoining, or there is none) or with one of a topic that has another partition count,
+        every partition is healed: idempotent, so at worst duplicate work.
         """
         WATCHDOG.labels(self._name).inc()
         await self._drain()
@@ -434,7 +434,14 @@ class ProjectorRunner:
             # No message yet: heal under the configured mapping; a message's epoch corrects it.
             self.tracker.switch(self.tracker.epoch, self._config.partitions)
         assigned = consumer.assignment() if consumer is not None else set()
-        mine = sorted(tp.partition for tp in assigned) or list(range(self.tracker.partitions))
+        # Assigned partitions are the tracker's only while the topic has as many. A topic
+        # re-created with another count (a broker that lost its data) is assigned under a mapping
+        # no event has switched the tracker to yet: the tracker's other partitions would wait,
+        # unhealed, for the first message of the new mapping.
+        topic = consumer.partitions_for_topic(self._config.topic) if consumer is not None else None
+        same_mapping = topic is not None and len(topic) == self.tracker.partitions
+        mine = sorted(tp.partition for tp in assigned) if same_mapping else []
+        mine = mine or list(range(self.tracker.partitions))
         head = await self._store.head()
         waiting = [
             p for p in mine if p < self.tracker.partitions and head > self.tracker.seen.get(p, 0)

@@ -8,7 +8,8 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 from prometheus_client import REGISTRY
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -80,6 +81,53 @@ async def test_a_lost_topic_is_healed_from_the_event_store(
     projection = RedisScoresProjection(redis, config.redis_generation)
     async with running(runner_for(projection, config, apool)):
         await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
+
+
+async def test_a_topic_recreated_with_fewer_partitions_is_healed_on_every_old_partition(
+    settings: Settings,
+    apool: AsyncConnectionPool[Any],
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker lost its data and the topic came back with 4 partitions before the relay
+    published anything under that mapping: the projector, still on the 6-partition mapping, is
+    assigned 4 partitions. Its watchdog must heal all 6 from the store, not the 4 assigned."""
+    monkeypatch.setattr(runner_module, "STALL_SECONDS", 1.0)
+    config = isolated(settings, kafka_partitions=6)
+    before = await record_history(apool, 80, seed=7)
+    await publish(config, apool)
+    projection = RedisScoresProjection(redis, config.redis_generation)
+    async with running(runner_for(projection, config, apool)):
+        await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool))
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([config.kafka_topic])
+        await eventually(lambda: _recreated(admin, config.kafka_topic, 4))
+    finally:
+        await admin.close()
+    head = before[-1].position
+    later = [e for e in await record_history(apool, 80, seed=8) if e.position > head]
+    # Not published: only the store has them. Some lie beyond partition 3 of the old mapping.
+    assert any(partition_for(e.event.comment_id, 6) >= 4 for e in later)
+    # A consumer group of its own: the broker is slow to let the old group's members go.
+    again = isolated(
+        settings,
+        kafka_topic=config.kafka_topic,
+        redis_generation=config.redis_generation,
+        kafka_partitions=6,
+    )
+    async with running(runner_for(projection, again, apool)):
+        await eventually(lambda: redis_matches_store(redis, config.redis_generation, apool), 60)
+
+
+async def _recreated(admin: AIOKafkaAdminClient, topic: str, partitions: int) -> bool:
+    """Create ``topic`` anew with ``partitions``; False while the broker still deletes it."""
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    except TopicAlreadyExistsError:
+        return False
+    return True
 
 
 async def test_redelivered_batches_change_nothing(
