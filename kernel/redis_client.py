@@ -21,6 +21,8 @@ AnyRedis: TypeAlias = Redis | RedisCluster
 # What a cluster client raises when no node answers (not a RedisError, unlike a single
 # server's ConnectionError) or a slot has no master: Redis is down, not a bug.
 CLUSTER_DOWN = (RedisClusterException, ClusterDownError)
+# What a write on a connection closed under us raises (see ``closed_under_us``).
+_RACE_ERRORS = (AttributeError, TypeError, RuntimeError)
 
 
 class _HiredisPacking(AbstractConnection):
@@ -97,7 +99,7 @@ def closed_under_us(exc: BaseException) -> bool:
     ConnectionError (redis/redis-py#3546, #4287; unfixed in 6.x and 7.x), or under uvloop as a
     RuntimeError ("the handler is closed") from the transport it writes to. Seen when a Redis
     Cluster node restarts while several tasks share the client: Redis was away, not a bug."""
-    if not isinstance(exc, RACE_ERRORS):
+    if not isinstance(exc, _RACE_ERRORS):
         return False
     frame = exc.__traceback__
     while frame is not None:
@@ -114,6 +116,4 @@ def redis_away(exc: BaseException) -> bool:
     )
 
 
-# What a write on a connection closed under us raises (see ``closed_under_us``).
-RACE_ERRORS = (AttributeError, TypeError, RuntimeError)
 _CONNECTION_MODULE = "redis/asyncio/connection.py"
