@@ -33,6 +33,7 @@ from event_store.messaging import (
     WATERMARK,
     KafkaAccess,
     MessageHeaders,
+    close_client,
     encode_headers,
     ensure_topic,
     make_producer,
@@ -61,7 +62,7 @@ class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
     kafka: KafkaAccess
     topic: str
     partitions: int
-    idempotent_producer: bool = False
+    idempotent_producer: bool = True
     batch_size: int = 2000
     poll_interval_ms: float = 20.0
     lease_seconds: float = 10.0
@@ -169,8 +170,8 @@ class OutboxRelay:
                     failures += 1
                     log.warning("relay_publish_failed", error=repr(exc), in_a_row=failures)
                     if failures >= FAILURES_BEFORE_NEW_PRODUCER:
-                        # A producer can stay stuck on a broker that came back different
-                        # (seen with Tansu: UnknownError for one partition until restarted).
+                        # A producer can stay stuck on a broker that came back different (one
+                        # that lost its log knows neither its producer id nor its sequences).
                         log.warning("relay_new_producer", after_failures=failures)
                         return
                     await _sleep(stop, 1.0)
@@ -188,8 +189,7 @@ class OutboxRelay:
         except (psycopg.Error, KafkaError, TimeoutError, AssertionError) as exc:
             log.error("relay_stepping_down", error=repr(exc))
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 10)
+            await close_client(producer)
 
     async def publish_once(self, producer: AIOKafkaProducer) -> int:
         """Publish one batch of outbox rows and delete them once acked; return how many."""
@@ -286,8 +286,9 @@ class OutboxRelay:
         """The topic's partition count now; a count the chain does not know starts an epoch
         (on ``conn``, or on a connection taken only then: the count comes from cached metadata).
 
-        A broker that lost its data may have re-created the topic with its own default count
-        (Tansu: 4) before the relay could create it with the configured one.
+        A broker that lost its data may have had the topic re-created with another count (its
+        default, by a client that creates topics on demand) before the relay could create it
+        with the configured one.
         """
         partitions = len(await self._bounded(producer.partitions_for(self._config.topic)))
         if partitions == self.chain.partitions:

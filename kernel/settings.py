@@ -109,9 +109,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_topic: str = "tally.events"
     kafka_dlq_topic: str = "tally.events.dlq"
     kafka_partitions: int = 6
+    # Topics Tally creates: copies of each partition, and how many must have a write before
+    # it is acknowledged (the producer asks for acks from all in-sync replicas).
+    kafka_replication_factor: Annotated[int, msgspec.Meta(ge=1)] = 1
+    kafka_min_insync_replicas: Annotated[int, msgspec.Meta(ge=1)] = 1
     kafka_group_prefix: str = "tally"
-    # Real Kafka: turn on. The local Tansu broker rejects idempotent producers (InitProducerId).
-    kafka_idempotent_producer: bool = False
+    kafka_idempotent_producer: bool = True
     kafka_timeout_ms: int = 10_000
     relay_batch_size: int = 2000
     relay_poll_interval_ms: float = 20.0
@@ -124,6 +127,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     relay_watermark_interval_ms: float = 200.0
     projector_batch_size: int = 2000
     projector_metrics_port: int = 9102
+    # A stable name for this projector process in its consumer groups (Kafka static
+    # membership): restarted under the same name, it takes its partitions back at once instead
+    # of waiting for a rebalance. Unique per process; empty: an anonymous member.
+    projector_instance: str = ""
+    # A consumer that sends no heartbeat for this long leaves its group and its partitions move
+    # (the broker's group.min.session.timeout.ms bounds it from below).
+    kafka_session_timeout_ms: Annotated[int, msgspec.Meta(ge=1000)] = 10_000
     # Continuous reconciliation (projectors.reconciler): a pass every interval checks the
     # comments touched since the last one (up to the limit) and the next sweep batch.
     reconcile_interval_seconds: float = 5.0

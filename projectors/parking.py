@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from psycopg_pool import AsyncConnectionPool
 
-from event_store.messaging import KafkaAccess
+from event_store.messaging import KafkaAccess, ensure_topic
 from event_store.postgres import SELECT_ENVELOPE, envelope_from_row
 from projectors.base import CannotApply, Projection
 from schemas.codec import UnknownEventError
@@ -196,6 +196,7 @@ class DeadLetters:
         await park(self._pool, self._projection, rows)
         try:
             if self._producer is None:
+                await ensure_topic(self._kafka, self._topic, 1)  # brokers create none on demand
                 self._producer = AIOKafkaProducer(
                     **self._kafka.client_options(), request_timeout_ms=10_000
                 )

@@ -18,6 +18,8 @@ def kafka_access(settings: Settings) -> KafkaAccess:
     """The brokers and the credentials every Kafka client of this deployment uses."""
     return KafkaAccess(
         bootstrap=settings.kafka_bootstrap,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync_replicas=settings.kafka_min_insync_replicas,
         security_protocol=settings.kafka_security_protocol,
         sasl_mechanism=settings.kafka_sasl_mechanism,
         sasl_username=settings.kafka_sasl_username,

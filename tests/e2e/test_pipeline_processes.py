@@ -115,13 +115,13 @@ async def test_projections_heal_after_the_broker_restarts_and_loses_its_data(
     env = env_of(config)
     relay = start_process(["relay"], env)
     projector = start_process(["project", "redis"], env)
-    broker = next(s for s in stack.servers(settings) if s.name == "kafka")
+    broker = stack.kafka_server(settings)
     try:
         for seed in range(10, 14):
             await record_history(apool, 100, seed=seed)  # votes keep coming
             await asyncio.sleep(1)
-        broker.stop()
-        await asyncio.to_thread(broker.up)  # memory storage: every topic and offset is gone
+        await asyncio.to_thread(broker.lose_disks)  # every topic and offset is gone
+        await asyncio.to_thread(broker.up)
         for seed in range(14, 18):
             await record_history(apool, 100, seed=seed)
             await asyncio.sleep(1)

@@ -97,7 +97,7 @@ async def test_a_deleted_comment_index_is_noticed_and_rebuilt(
     assert await es.indices.exists_alias(name=alias)
 
 
-@pytest.mark.parametrize("server", ["redis", "elasticsearch"])
+@pytest.mark.parametrize("server", ["redis", "opensearch"])
 async def test_every_process_rides_through_a_read_model_store_restart(
     system: System, load: Any, servers: dict[str, stack.Server], server: str
 ) -> None:

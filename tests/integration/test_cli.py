@@ -79,7 +79,8 @@ async def test_status_json_says_what_is_unhealthy_and_exits_one(
         "postgres",
         redis_server_name(settings),
         "kafka",
-        "elasticsearch",
+        "opensearch",
+        "search-bridge",
     }
 
 

@@ -10,9 +10,10 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from event_store.messaging import ensure_topic
 from kernel.settings import Settings
 from tally import stack
-from tally.clients import redis_client
+from tally.clients import kafka_access, redis_client
 from tests.pipeline import redis_server_name
 
 
@@ -24,7 +25,8 @@ def test_a_second_up_is_a_no_op_and_status_shows_everything_running(settings: Se
         "postgres",
         redis_server_name(settings),
         "kafka",
-        "elasticsearch",
+        "opensearch",
+        "search-bridge",
     ]
 
 
@@ -65,7 +67,8 @@ async def test_redis_persists_with_aof(settings: Settings) -> None:
 
 async def test_kafka_broker_round_trips_a_message(settings: Settings) -> None:
     topic = f"tally.stack-check.{uuid.uuid4().hex[:8]}"
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await ensure_topic(kafka_access(settings), topic, 1)  # the stack creates no topic on demand
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"ping", key=b"k")

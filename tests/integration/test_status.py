@@ -42,7 +42,7 @@ async def test_status_shows_servers_head_backlog_and_projections(
     assert "command API is down: [Errno 111] Connection refused" in facts["problems"], facts
     assert (facts["event_store"]["head"], facts["event_store"]["outbox"]) == (300, 300)
     assert facts["projections"]["redis"]["lag"] == 50
-    for server in ("postgres", "redis", "kafka", "elasticsearch"):
+    for server in ("postgres", "redis", "kafka", "opensearch", "search-bridge"):
         assert server in text
     assert "head position  │ 300" in text
     assert "outbox backlog │ 300" in text
