@@ -17,6 +17,7 @@ and a watermark tells it that a quiet partition has nothing it missed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -90,9 +91,12 @@ def _optional_text(value: bytes | None) -> str | None:
 
 
 class KafkaAccess(msgspec.Struct, frozen=True, kw_only=True):
-    """Where the brokers are and how to authenticate to them (every client uses the same)."""
+    """Where the brokers are, how to authenticate to them (every client uses the same), and
+    how the topics Tally creates there are replicated."""
 
     bootstrap: str
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     sasl_username: str = ""
@@ -123,11 +127,18 @@ class KafkaAccess(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def ensure_topic(kafka: KafkaAccess, topic: str, partitions: int) -> None:
-    """Create ``topic`` with ``partitions`` partitions unless it exists."""
+    """Create ``topic`` with ``partitions`` partitions, replicated as ``kafka`` says, unless it
+    exists."""
     admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=10_000)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
+        new = NewTopic(
+            topic,
+            partitions,
+            kafka.replication_factor,
+            topic_configs={"min.insync.replicas": str(kafka.min_insync_replicas)},
+        )
+        await admin.create_topics([new])
     except TopicAlreadyExistsError:
         pass
     finally:
@@ -151,14 +162,46 @@ def make_producer(kafka: KafkaAccess, idempotent: bool, timeout_ms: int) -> AIOK
     )
 
 
+async def close_client(client: AIOKafkaConsumer | AIOKafkaProducer, seconds: float = 10) -> None:
+    """Stop an aiokafka client, bounded, swallowing what its shutdown raises.
+
+    aiokafka's ``stop`` awaits internal tasks it has just cancelled, so the ``CancelledError``
+    of its own tasks can come out of it (seen while the broker was down): taken for ours, it
+    would silently end the task that closes the client. It is re-raised only when this task is
+    really being cancelled.
+    """
+    try:
+        await asyncio.wait_for(client.stop(), seconds)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception:  # a client that cannot close cleanly is let go
+        pass
+
+
 def make_consumer(
-    kafka: KafkaAccess, topic: str, group: str, batch: int, timeout_ms: int
+    kafka: KafkaAccess,
+    topic: str,
+    group: str,
+    batch: int,
+    timeout_ms: int,
+    instance: str = "",
+    session_timeout_ms: int = 10_000,
 ) -> AIOKafkaConsumer:
-    """A projector's consumer: offsets committed by hand, after the batch was applied."""
+    """A projector's consumer: offsets committed by hand, after the batch was applied.
+
+    ``instance`` names a static member of the group: restarted under the same name, it gets
+    its partitions back without a rebalance (and leaving does not hand them over: they move
+    only after ``session_timeout_ms`` without heartbeats).
+    """
     return AIOKafkaConsumer(
         topic,
         **kafka.client_options(),
         group_id=group,
+        group_instance_id=instance or None,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(300, session_timeout_ms // 4),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=batch,

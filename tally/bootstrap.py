@@ -38,7 +38,7 @@ from kernel.settings import Settings, SettingsError, get_settings
 from kernel.web_contract import parse_origins
 from projectors.base import Projection
 from projectors.es_comments import EsCommentsProjection
-from projectors.es_indices import COMMENTS_MAPPING, VOTES_MAPPING
+from projectors.es_indices import COMMENTS_INDEX, VOTES_INDEX
 from projectors.es_votes import EsVotesProjection
 from projectors.es_votes_retention import VotesRetention
 from projectors.fence import SwitchFence
@@ -156,6 +156,8 @@ def runner_config(settings: Settings) -> RunnerConfig:
         partitions=settings.kafka_partitions,
         batch_size=settings.projector_batch_size,
         kafka_timeout_ms=settings.kafka_timeout_ms,
+        instance=settings.projector_instance,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
     )
 
 
@@ -206,14 +208,14 @@ def rebuild_of(
             "comments",
             es,
             settings.es_comments_alias,
-            COMMENTS_MAPPING,
+            COMMENTS_INDEX,
             lambda index: EsCommentsProjection(es, index),
         )
     return IndexRebuild(
         "votes",
         es,
         settings.es_votes_alias,
-        VOTES_MAPPING,
+        VOTES_INDEX,
         lambda index: EsVotesProjection(es, index, retention_days=settings.votes_retention_days),
     )
 
@@ -260,7 +262,7 @@ async def run_projectors(settings: Settings, names: list[str]) -> None:
                 reconciler_config(settings),
             )
             tasks += [runner.run(stop), reconciler.run(stop)]
-            if name == "votes":
+            if name == "votes" and settings.votes_retention_days > 0:
                 retention = VotesRetention(
                     es, settings.es_votes_alias, settings.votes_retention_days
                 )
@@ -291,14 +293,24 @@ def projector_runner(
     )
 
 
+class JobEnded(RuntimeError):
+    """A job that runs until the process stops ended before that."""
+
+
 async def _until_one_fails(jobs: list[Any], stop: asyncio.Event) -> None:
-    """Run ``jobs`` until ``stop``; the first that fails stops the others and is raised."""
+    """Run ``jobs`` until ``stop``; the first that fails, or ends early in any way (returned,
+    cancelled from within), stops the others and is raised: a process missing one of its jobs
+    must not go on as if it were whole."""
     tasks = [asyncio.ensure_future(job) for job in jobs]
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    errors = [t.exception() for t in done if not t.cancelled()]
-    failure = next((e for e in errors if e is not None), None)
-    if failure is not None:
-        stop.set()
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    failure: BaseException | None = None
+    if not stop.is_set():
+        ended = next(iter(done))
+        if ended.cancelled():
+            failure = JobEnded(f"{ended.get_coro()!r} was cancelled")
+        else:
+            failure = ended.exception() or JobEnded(f"{ended.get_coro()!r} returned early")
+    stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     if failure is not None:
         raise failure
