@@ -36,6 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 from event_store.messaging import (
     BadHeaders,
     KafkaAccess,
+    close_client,
     decode_headers,
     ensure_topic,
     make_consumer,
@@ -55,7 +56,11 @@ from schemas.envelope import Envelope
 
 log = structlog.get_logger(__name__)
 
-GAPS = Counter("tally_projection_gaps_healed_total", "Gaps healed from the store", ["projection"])
+GAPS = Counter(
+    "tally_projection_gaps_healed_total",
+    "Ranges healed from the store, by cause (gap: lost in Kafka; standstill: the watchdog's)",
+    ["projection", "cause"],
+)
 LOW_WATER = Gauge(
     "tally_projection_low_water_mark",
     "Every event at or below this position is applied (across all partitions)",
@@ -73,7 +78,18 @@ WATCHDOG = Counter(
     ["projection"],
 )
 READY = Gauge(
-    "tally_projector_ready", "1 once the projection has caught up with the log", ["projection"]
+    "tally_projector_ready",
+    "1 while the projection has caught up with the log and its consumer reads every partition"
+    " it was assigned",
+    ["projection"],
+)
+CONSUMING = Gauge(
+    "tally_projector_partitions_consuming",
+    "Partitions of the events topic this process's consumer holds and has fetched from",
+    ["projection"],
+)
+TOPIC_PARTITIONS = Gauge(
+    "tally_projector_topic_partitions", "Partitions the events topic has", ["projection"]
 )
 FOREIGN = Counter(
     "tally_projection_foreign_messages_total",
@@ -114,6 +130,8 @@ class RunnerConfig(msgspec.Struct, frozen=True, kw_only=True):
     partitions: int
     batch_size: int = 2000
     kafka_timeout_ms: int = 10_000
+    instance: str = ""  # a static member's name in each group (empty: anonymous)
+    session_timeout_ms: int = 10_000
 
 
 async def _nothing() -> None:
@@ -156,8 +174,10 @@ class ProjectorRunner:
         self._checked = 0.0
         self._heard_at = time.monotonic()
         self._stalls = 0
-        self.ready = asyncio.Event()  # set once caught up with the head seen at start
+        self.ready = asyncio.Event()  # set once caught up and consuming
         self._ready_at = 0
+        self._caught_up = False
+        self._consuming = False
         # The low-water mark as saved: what was applied for sure (the tracker runs ahead of
         # delivery within a batch).
         self.applied_low_water = 0
@@ -196,6 +216,8 @@ class ProjectorRunner:
                 f"{config.group_prefix}.{self._name}",
                 config.batch_size,
                 config.kafka_timeout_ms,
+                config.instance,
+                config.session_timeout_ms,
             )
             try:
                 try:
@@ -224,8 +246,7 @@ class ProjectorRunner:
                 await asyncio.sleep(1)
                 await self._load_tracker()
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(consumer.stop(), 10)
+                await close_client(consumer)
 
     async def _load_tracker(self) -> None:
         """The tracker as last saved: everything it claims was applied."""
@@ -253,6 +274,7 @@ class ProjectorRunner:
                 except TimeoutError:  # a consumer stuck rejoining a group the broker forgot
                     batches = {}
                 now = time.monotonic()
+                self._follow_assignment(consumer)
                 if batches:
                     self._heard_at = now
                     batch = await self._admit(batches)
@@ -276,7 +298,22 @@ class ProjectorRunner:
                     self._checked = now
                     await self._checks()
         finally:
+            self._follow_assignment(None)
             await self._drain()
+
+    def _follow_assignment(self, consumer: AIOKafkaConsumer | None) -> None:
+        """Note whether the consumer holds partitions and has fetched from each of them (a
+        fetch answer carries the partition's high watermark): only then can a vote written now
+        show without waiting for a group to form. ``None``: no consumer any more."""
+        assigned = consumer.assignment() if consumer is not None else set()
+        fetched = [tp for tp in assigned if consumer and consumer.highwater(tp) is not None]
+        topic = consumer.partitions_for_topic(self._config.topic) if consumer is not None else None
+        CONSUMING.labels(self._name).set(len(fetched))
+        TOPIC_PARTITIONS.labels(self._name).set(len(topic or ()))
+        consuming = bool(assigned) and len(fetched) == len(assigned)
+        if consuming != self._consuming:
+            self._consuming = consuming
+            self._show_readiness()
 
     async def _fetch(
         self, consumer: AIOKafkaConsumer
@@ -409,10 +446,11 @@ class ProjectorRunner:
                 if partition_for(e.event.comment_id, heal.partitions) == heal.partition
             ]
             if mine and not healed:
-                GAPS.labels(self._name).inc()
+                GAPS.labels(self._name, heal.cause).inc()
                 log.warning(
                     "gap_healing",
                     projection=self._name,
+                    cause=heal.cause,
                     partition=heal.partition,
                     after=heal.after,
                     upto=heal.upto,
@@ -448,7 +486,7 @@ class ProjectorRunner:
         ]
         for partition in waiting:
             seen = self.tracker.seen.get(partition, 0)
-            await self.heal(Heal(partition, seen, head, self.tracker.partitions))
+            await self.heal(Heal(partition, seen, head, self.tracker.partitions, "standstill"))
         for tp in assigned:
             with contextlib.suppress(KafkaError, AssertionError):  # revoked meanwhile
                 end = consumer.highwater(tp) if consumer is not None else None
@@ -507,8 +545,14 @@ class ProjectorRunner:
             max(0.0, time.time() - self._last_time) if lag and self._last_time else 0.0
         )
         if mark >= self._ready_at:  # caught up with the log as it was at start
+            self._caught_up = True
+        self._show_readiness()
+
+    def _show_readiness(self) -> None:
+        ready = self._caught_up and self._consuming
+        READY.labels(self._name).set(int(ready))
+        if ready:
             self.ready.set()
-            READY.labels(self._name).set(1)
 
     async def _until_ready(self, step: Callable[[], Awaitable[Any]]) -> Any:
         """Run a start-up step until it works; only outages are waited out."""

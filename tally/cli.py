@@ -199,17 +199,28 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 SERVICES = ["command-api", "query-api", "web"]
-# What `tally run` starts, each as its own process.
-RUN_PROCESSES = [
-    ["serve", "command-api"],
-    ["serve", "query-api"],
-    ["serve", "web"],
-    ["relay"],
-    ["project", "all"],
-]
 
 
-def _run(settings: Settings) -> int:
+def run_processes(settings: Settings, projectors: int) -> list[tuple[list[str], dict[str, str]]]:
+    """What `tally run` starts, each as its own process with its own variables: the services,
+    the relay and ``projectors`` projector processes (each on a metrics port of its own, with a
+    stable consumer-group member name, so a restarted one takes its partitions back at once)."""
+    processes: list[tuple[list[str], dict[str, str]]] = [
+        (["serve", "command-api"], {}),
+        (["serve", "query-api"], {}),
+        (["serve", "web"], {}),
+        (["relay"], {}),
+    ]
+    for n in range(projectors):
+        own = {
+            "TALLY_PROJECTOR_METRICS_PORT": str(settings.projector_metrics_port + n),
+            "TALLY_PROJECTOR_INSTANCE": settings.projector_instance or f"run-{n + 1}",
+        }
+        processes.append((["project", "all"], own))
+    return processes
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     """Everything, in the foreground: stack, migrations, then every service until Ctrl-C.
 
     Supervised: a process that exits is restarted (with backoff) while the others keep serving.
@@ -223,9 +234,14 @@ def _run(settings: Settings) -> int:
 
     stack.stack_up(settings, console.print)
     _migrate(settings)
-    supervisor = Supervisor(RUN_PROCESSES, spawn, console.print)
+    supervisor = Supervisor(run_processes(settings, args.projectors), spawn, console.print)
     supervisor.start()
-    command, query, relay, projectors = service_urls(settings)
+    command, query, relay, _ = service_urls(settings)
+    host = settings.metrics_host.replace("0.0.0.0", "127.0.0.1")
+    projectors = [
+        f"http://{host}:{settings.projector_metrics_port + n}/metrics"
+        for n in range(args.projectors)
+    ]
     probes = (command, query, relay, projectors, list(PROJECTIONS))
     console.print("starting; waiting until every process is ready...")
     stopping = False
@@ -560,8 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "stack",
         "start, stop or inspect the local stack",
-        "PostgreSQL, Redis, the Kafka-protocol broker and the Elasticsearch-API server, from\n"
-        "Debian and PyPI packages (installed when missing), under the data directory.\n"
+        "PostgreSQL and Redis from Debian's packages, Apache Kafka and OpenSearch from Maven\n"
+        "Central jars (Java and Maven installed when missing), under the data directory.\n"
         "`status` exits 1 when a server is down; `reset` stops them and deletes their data.",
         ["tally stack up", "tally stack status", "TALLY_DATA_DIR=.tally/test tally stack reset"],
     )
@@ -593,12 +609,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("service", choices=SERVICES)
     sv.add_argument("--workers", type=int)
     sv.add_argument("--port", type=int)
-    _command(
+    rn = _command(
         sub,
         "run",
         "stack up, migrate and run every service until Ctrl-C",
-        "Supervised: a process that exits is restarted with backoff while the others serve.",
-        ["tally run"],
+        "Supervised: a process that exits is restarted with backoff while the others serve.\n"
+        "`ready:` is printed once every process answers and every partition of the topic is\n"
+        "read by a projector that has caught up.",
+        ["tally run", "tally run --projectors 2"],
+    )
+    rn.add_argument(
+        "--projectors", type=int, default=1, help="projector processes to share the partitions"
     )
     _command(
         sub,
@@ -780,7 +801,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _seed(args, settings)
     if args.command in ("relay", "project", "dlq", "verify", "replay", "events"):
         return _backend(args, settings)
-    return _run(settings)
+    return _run(args, settings)
 
 
 def _unreachable(exc: BaseException, settings: Settings) -> str | None:

@@ -3,7 +3,8 @@
 A process that exits is logged and started again after a backoff (doubling from 1 s up to 30 s,
 back to 1 s once it stayed up for a minute); the others keep serving. ``ready`` is announced
 once, when every process answers: both APIs' ``/ready``, a relay leading, and every projection
-caught up with the log (``tally_projector_ready`` on the projectors' metrics port).
+caught up with the log and read on every partition of the topic (the partitions each projector
+process reports on its metrics port, added up).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Supervised:
     """One process under supervision."""
 
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     backoff: Backoff = field(default_factory=Backoff)
     restart_at: float | None = None
@@ -56,12 +58,12 @@ class Supervisor:
 
     def __init__(
         self,
-        processes: list[list[str]],
-        spawn: Callable[[list[str]], subprocess.Popen[bytes]],
+        processes: list[tuple[list[str], dict[str, str]]],
+        spawn: Callable[[list[str], dict[str, str]], subprocess.Popen[bytes]],
         say: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.children = [Supervised(argv) for argv in processes]
+        self.children = [Supervised(argv, env) for argv, env in processes]
         self._spawn = spawn
         self._say = say
         self._clock = clock
@@ -71,7 +73,7 @@ class Supervisor:
             self._start(child)
 
     def _start(self, child: Supervised) -> None:
-        child.proc = self._spawn(child.argv)
+        child.proc = self._spawn(child.argv, child.env)
         child.backoff.started(self._clock())
         child.restart_at = None
         self._say(f"started tally {' '.join(child.argv)} (pid {child.proc.pid})")
@@ -110,22 +112,42 @@ def _answers(url: str) -> bool:
         return False
 
 
+def projections_ready(
+    processes: list[dict[tuple[str, str], float]], projections: list[str]
+) -> bool:
+    """Is every projection read on every partition of its topic, by processes that caught up?
+
+    ``processes``: each projector process's metrics. A process that holds no partition (more
+    processes than partitions) waits as a standby and does not count.
+    """
+
+    def ready(name: str) -> bool:
+        holding = [p for p in processes if p.get(("tally_projector_partitions_consuming", name))]
+        consuming = sum(p[("tally_projector_partitions_consuming", name)] for p in holding)
+        topic = max(
+            (p.get(("tally_projector_topic_partitions", name), 0) for p in holding), default=0
+        )
+        caught_up = all(p.get(("tally_projector_ready", name)) == 1 for p in holding)
+        return bool(holding) and caught_up and consuming >= topic > 0
+
+    return all(ready(name) for name in projections)
+
+
 def system_ready(
     command_url: str,
     query_url: str,
     relay_metrics: str,
-    projector_metrics: str,
+    projector_metrics: list[str],
     projections: list[str],
 ) -> bool:
-    """Do the APIs answer ``/ready``, is a relay leading, and is every projection caught up?"""
+    """Do the APIs answer ``/ready``, is a relay leading, and is every projection caught up and
+    read on every partition?"""
     if not (_answers(f"{command_url}/ready") and _answers(f"{query_url}/ready")):
         return False
     try:
         relay = scrape(relay_metrics)
-        projectors = scrape(projector_metrics)
+        projectors = [scrape(url) for url in projector_metrics]
     except OSError:
         return False
     leading = relay.get(("tally_relay_leader", ""), 0) == 1
-    return leading and all(
-        projectors.get(("tally_projector_ready", name), 0) == 1 for name in projections
-    )
+    return leading and projections_ready(projectors, projections)

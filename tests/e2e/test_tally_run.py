@@ -12,6 +12,7 @@ import uuid
 
 import httpx
 
+from kernel.auth import mint_token
 from kernel.settings import Settings, as_environment
 from tests.pipeline import isolated
 
@@ -82,3 +83,55 @@ def test_tally_run_is_ready_when_all_is_and_restarts_a_dead_projector(settings: 
     assert code == 0
     output.wait_for("services stopped", 5)
     assert _children(proc.pid) == {}
+
+
+def test_a_vote_sent_the_moment_ready_appears_is_readable_with_its_position(
+    settings: Settings,
+) -> None:
+    """Ten starts in a row: ready means every partition is read, not just "caught up"."""
+    tag = uuid.uuid4().hex[:8]
+    config = isolated(settings, es_comments_alias=f"test-rc-{tag}", es_votes_alias=f"test-rv-{tag}")
+    env = {**os.environ, **as_environment(config), **{k: str(v) for k, v in PORTS.items()}}
+    env |= {"TALLY_LOG_FORMAT": "json", "COLUMNS": "200"}
+    command = f"http://127.0.0.1:{PORTS['TALLY_COMMAND_API_PORT']}"
+    query = f"http://127.0.0.1:{PORTS['TALLY_QUERY_API_PORT']}"
+    token = {"Authorization": f"Bearer {mint_token('reader', settings.jwt_secret, 3600)}"}
+    comment = ""
+    answers: list[int] = []
+    for start in range(10):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tally.cli", "run"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        output = Output(proc)
+        try:
+            output.wait_for("ready:", 120)
+            with httpx.Client(timeout=30) as client:
+                if not comment:
+                    posted = client.post(
+                        f"{command}/api/comments",
+                        json={"commentable_id": f"ready-{tag}", "content": "ready?"},
+                        headers=token,
+                    )
+                    comment = posted.json()["id"]
+                voted = client.put(
+                    f"{command}/api/comments/{comment}/vote",
+                    json={"value": 1 if start % 2 else -1},
+                    headers=token,
+                )
+                assert voted.status_code == 200, voted.text
+                read = client.get(
+                    f"{query}/api/comments/{comment}/score",
+                    params={"min_position": voted.json()["position"]},
+                )
+                answers.append(read.status_code)
+                assert read.status_code == 200, (start, read.text)
+                assert read.json()["score"] == (1 if start % 2 else -1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+    assert answers == [200] * 10
