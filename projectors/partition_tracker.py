@@ -31,6 +31,9 @@ class Heal:
     after: int
     upto: int
     partitions: int
+    # Why: "gap" (a message's ``prev`` says events were lost in Kafka) or "standstill" (the
+    # watchdog found the log ahead while nothing arrived).
+    cause: str = "gap"
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class Ports:
     relay_metrics: int = 28311
     projector_metrics: int = 28312
     standby_metrics: int = 28313
+    second_projector_metrics: int = 28314
 
 
 def fault_settings(settings: Settings, **overrides: Any) -> Settings:
@@ -76,7 +77,7 @@ class System:
         self.ports = ports or Ports()
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.restarts: dict[str, int] = dict.fromkeys([*PROCESSES, "standby"], 0)
+        self.restarts: dict[str, int] = dict.fromkeys([*PROCESSES, "standby", "projector-2"], 0)
 
     @property
     def command_url(self) -> str:
@@ -111,6 +112,9 @@ class System:
         elif name == "standby":  # a second relay, on a metrics port of its own
             env["TALLY_RELAY_METRICS_PORT"] = str(self.ports.standby_metrics)
             proc = spawn(["relay"], env, log)
+        elif name == "projector-2":  # a second projector process sharing the partitions
+            env["TALLY_PROJECTOR_METRICS_PORT"] = str(self.ports.second_projector_metrics)
+            proc = spawn(["project", "all"], env, log)
         else:
             proc = spawn(["project", "all"], env, log)
         self.procs[name] = proc
