@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,8 +43,8 @@ MODULES = (
 NEEDED = {
     "postgres": "postgres:16",
     "redis": "redis:7",
-    "kafka": "apache/kafka:",
-    "elasticsearch": "elasticsearch:8",
+    "kafka-1": "apache/kafka:",
+    "elasticsearch": "elasticsearch/elasticsearch:",
     "prometheus": "prom/prometheus",
     "grafana": "grafana/grafana",
     "jaeger": "jaegertracing/",
@@ -350,3 +351,46 @@ def test_a_compose_cli_accepts_the_file_with_every_profile() -> None:
     assert done.returncode == 0, done.stderr
     rendered = yaml.safe_load(done.stdout)
     assert set(rendered["services"]) == set(services())
+
+
+def _pinned_major(requirement: str) -> int:
+    """The major a requirement such as ``elasticsearch[async]>=9.0,<10`` allows (one only)."""
+    low = re.search(r">=\s*(\d+)", requirement)
+    high = re.search(r"<\s*(\d+)", requirement)
+    assert low and high and int(high.group(1)) == int(low.group(1)) + 1, requirement
+    return int(low.group(1))
+
+
+def test_the_search_client_is_pinned_to_the_major_of_compose_elasticsearch_and_kibana() -> None:
+    pyproject = tomllib.loads((COMPOSE.parent / "pyproject.toml").read_text())
+    [client] = [d for d in pyproject["project"]["dependencies"] if d.startswith("elasticsearch")]
+    found = services()
+    server = found["elasticsearch"]["image"].rsplit(":", 1)[1]
+    kibana = found["kibana"]["image"].rsplit(":", 1)[1]
+    assert kibana == server  # Kibana refuses an Elasticsearch of another version
+    # A client of another major sends compatible-with=<its major>, which the server refuses.
+    assert _pinned_major(client) == int(server.split(".")[0]), (client, server)
+
+
+def test_compose_runs_the_kafka_version_the_tests_run_as_three_replicating_brokers() -> None:
+    from tally.stack.java import FILES, pom_version
+
+    tested = pom_version((FILES / "kafka.pom.xml").read_text(), "kafka.version")
+    found = services()
+    brokers = [found[f"kafka-{n}"] for n in (1, 2, 3)]
+    assert {b["image"] for b in brokers} == {f"apache/kafka:{tested}"}
+    voters = brokers[0]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+    assert voters == "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+    assert [b["environment"]["KAFKA_NODE_ID"] for b in brokers] == [1, 2, 3]
+    for broker in brokers:
+        env = broker["environment"]
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == 3
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == 2
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 3
+    tally = found["relay"]["environment"]
+    assert tally["TALLY_KAFKA_BOOTSTRAP"] == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+    assert tally["TALLY_KAFKA_REPLICATION_FACTOR"] == "3"
+    assert tally["TALLY_KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+    # The idempotent producer is on by default: compose does not turn it off.
+    assert tally.get("TALLY_KAFKA_IDEMPOTENT_PRODUCER", "true") == "true"
+    assert Settings().kafka_idempotent_producer
