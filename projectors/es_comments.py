@@ -23,7 +23,7 @@ from elasticsearch import AsyncElasticsearch
 from projectors.base import CannotApply, ReadModelLost
 from projectors.es_indices import (
     COMMENTS_ALIAS,
-    COMMENTS_MAPPING,
+    COMMENTS_INDEX,
     ensure_index,
     is_intact,
     mark_intact,
@@ -47,7 +47,7 @@ class EsCommentsProjection:
 
     async def setup(self) -> None:
         """Create the versioned index and its alias if missing."""
-        await ensure_index(self._es, self.alias, self._version, COMMENTS_MAPPING)
+        await ensure_index(self._es, self.alias, self._version, COMMENTS_INDEX)
 
     async def intact(self) -> bool:
         """Is the index behind the alias the one this projection filled?"""

@@ -1,8 +1,9 @@
-"""Elasticsearch index definitions: aliases over versioned indices, explicit mappings."""
+"""Elasticsearch index definitions: aliases over versioned indices, explicit mappings and
+analysis settings, and the bulk writes both projections share."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from elasticsearch import AsyncElasticsearch
 from elasticsearch import BadRequestError as EsBadRequest
@@ -13,6 +14,27 @@ from projectors.store_errors import es_item_is_transient
 COMMENTS_ALIAS = "tally-comments"
 VOTES_ALIAS = "tally-votes"
 
+# Comment text is Russian and English: one analyzer stems both (each stemmer leaves the other
+# alphabet alone) and folds yo into ye (U+0451 into U+0435), as Russian readers type it.
+TEXT_ANALYSIS: dict[str, Any] = {
+    "char_filter": {
+        "yo": {"type": "mapping", "mappings": ["\u0451 => \u0435", "\u0401 => \u0415"]}
+    },
+    "filter": {
+        "possessive_en": {"type": "stemmer", "language": "possessive_english"},
+        "stem_ru": {"type": "stemmer", "language": "russian"},
+        "stem_en": {"type": "stemmer", "language": "english"},
+    },
+    "analyzer": {
+        "tally_text": {
+            "type": "custom",
+            "char_filter": ["yo"],
+            "tokenizer": "standard",
+            "filter": ["lowercase", "possessive_en", "stem_ru", "stem_en"],
+        }
+    },
+}
+
 COMMENTS_MAPPING: dict[str, Any] = {
     "dynamic": "strict",
     "properties": {
@@ -20,7 +42,7 @@ COMMENTS_MAPPING: dict[str, Any] = {
         "commentable_id": {"type": "keyword"},
         "author_id": {"type": "keyword"},
         "parent_id": {"type": "keyword"},
-        "content": {"type": "text"},
+        "content": {"type": "text", "analyzer": "tally_text"},
         "created_at": {"type": "date"},
         "edited_at": {"type": "date"},
         "deleted": {"type": "boolean"},
@@ -51,19 +73,39 @@ VOTES_MAPPING: dict[str, Any] = {
 }
 
 
-async def ensure_index(
-    es: AsyncElasticsearch, alias: str, version: int, mappings: dict[str, Any]
-) -> str:
+class IndexSpec(NamedTuple):
+    """What a new index of a read model is created with."""
+
+    mappings: dict[str, Any]
+    settings: dict[str, Any]
+
+
+COMMENTS_INDEX = IndexSpec(COMMENTS_MAPPING, {"analysis": TEXT_ANALYSIS})
+VOTES_INDEX = IndexSpec(VOTES_MAPPING, {})
+
+
+async def ensure_index(es: AsyncElasticsearch, alias: str, version: int, spec: IndexSpec) -> str:
     """Create ``<alias>-v<version>`` behind ``alias`` unless the alias exists; return its name.
 
-    An existing index gets the mapping's new fields (adding fields is always allowed).
+    An existing index gets the fields it lacks (adding fields is always allowed; changing how
+    one is analyzed is not: that takes a new index, ``tally replay``).
     """
     if await es.indices.exists_alias(name=alias):
-        await es.indices.put_mapping(index=alias, properties=mappings["properties"])
+        current = await es.indices.get_mapping(index=alias)
+        have = {
+            field
+            for body in current.body.values()
+            for field in (body.get("mappings") or {}).get("properties", {})
+        }
+        missing = {k: v for k, v in spec.mappings["properties"].items() if k not in have}
+        if missing:
+            await es.indices.put_mapping(index=alias, properties=missing)
         return alias
     index = f"{alias}-v{version}"
     try:
-        await es.indices.create(index=index, mappings=mappings, aliases={alias: {}})
+        await es.indices.create(
+            index=index, mappings=spec.mappings, settings=spec.settings, aliases={alias: {}}
+        )
     except EsBadRequest as exc:
         if "already_exists" not in str(exc) and "already exists" not in str(exc):
             raise

@@ -16,7 +16,7 @@ from elasticsearch import AsyncElasticsearch
 from projectors.base import CannotApply
 from projectors.es_indices import (
     VOTES_ALIAS,
-    VOTES_MAPPING,
+    VOTES_INDEX,
     ensure_index,
     ensure_votes_template,
     is_intact,
@@ -74,7 +74,7 @@ class EsVotesProjection:
     async def setup(self) -> None:
         """Create the template, the versioned index and its alias if missing."""
         await ensure_votes_template(self._es)
-        await ensure_index(self._es, self.alias, self._version, VOTES_MAPPING)
+        await ensure_index(self._es, self.alias, self._version, VOTES_INDEX)
 
     async def intact(self) -> bool:
         """Is the index behind the alias the one this projection filled?"""

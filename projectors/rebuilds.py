@@ -121,13 +121,13 @@ class IndexRebuild:
         name: str,
         es: AsyncElasticsearch,
         alias: str,
-        mappings: dict[str, Any],
+        spec: es_indices.IndexSpec,
         projection_on: Callable[[str], Projection],
     ) -> None:
         self.name = name
         self._es = es
         self._alias = alias
-        self._mappings = mappings
+        self._spec = spec
         self._projection_on = projection_on
         self._index = ""
         self._projection: Projection | None = None
@@ -150,7 +150,9 @@ class IndexRebuild:
             self._index = f"{self._alias}-v{version}"
             if await self._es.indices.exists(index=self._index):
                 await self._es.indices.delete(index=self._index)
-            await self._es.indices.create(index=self._index, mappings=self._mappings)
+            await self._es.indices.create(
+                index=self._index, mappings=self._spec.mappings, settings=self._spec.settings
+            )
         self._projection = self._projection_on(self._index)
         return self._index
 

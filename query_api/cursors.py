@@ -1,9 +1,10 @@
-"""Ranked-page cursors: opaque, tamper-evident, bound to their list.
+"""Page cursors: opaque, tamper-evident, bound to what they page.
 
-A cursor names a ranking snapshot and an offset in it. It is a URL-safe string: the JSON of
-its fields and an HMAC-SHA256 tag (16 bytes) over them, keyed by a server secret, so a client
-cannot point it at another list, snapshot or offset (a forged or edited cursor is a 400,
-never a Redis call). The offset is bounded by the snapshot's size.
+A cursor is a URL-safe string: the JSON of its fields and an HMAC-SHA256 tag (16 bytes) over
+them, keyed by a server secret, so a client cannot point it elsewhere (a forged or edited
+cursor is a 400, never a store call). A ranked-page cursor names a ranking snapshot and an
+offset in it, bounded by the snapshot's size; a search cursor holds the sort values of the
+last hit (``search_after``) and a digest of the search it belongs to.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from typing import TypeVar
 
 import msgspec
 
 TAG_BYTES = 16
+MAX_LENGTH = 512
+T = TypeVar("T")
 
 
 class BadCursor(ValueError):
@@ -22,7 +26,7 @@ class BadCursor(ValueError):
 
 
 class Cursor(msgspec.Struct, frozen=True, array_like=True):
-    """Where the next page starts."""
+    """Where the next page of a ranked list starts."""
 
     commentable_id: str
     sort: str
@@ -31,31 +35,52 @@ class Cursor(msgspec.Struct, frozen=True, array_like=True):
     parent_id: str = ""  # the list: "" for the top level, else the comment whose replies
 
 
-class CursorSigner:
-    """Makes and checks cursors with ``secret``."""
+class SearchCursor(msgspec.Struct, frozen=True, array_like=True):
+    """Where the next page of a search starts."""
 
-    def __init__(self, secret: bytes, max_offset: int) -> None:
+    search: str  # digest of the query, filters and sort it belongs to
+    after: list[float | int | str]  # the last hit's sort values
+
+
+class Sealer:
+    """Seals structs into cursors and opens them again, with ``secret``."""
+
+    def __init__(self, secret: bytes) -> None:
         self._secret = secret
-        self._max_offset = max_offset
 
-    def encode(self, cursor: Cursor) -> str:
-        body = msgspec.json.encode(cursor)
+    def seal(self, value: msgspec.Struct) -> str:
+        body = msgspec.json.encode(value)
         tag = hmac.new(self._secret, body, hashlib.sha256).digest()[:TAG_BYTES]
         return base64.urlsafe_b64encode(tag + body).decode().rstrip("=")
 
-    def decode(self, text: str, commentable_id: str, sort: str, parent_id: str = "") -> Cursor:
-        """The cursor in ``text``, if this API made it for this list; else ``BadCursor``."""
+    def open(self, text: str, kind: type[T]) -> T:
+        """The ``kind`` sealed in ``text`` by this secret; else ``BadCursor``."""
         try:
-            if len(text) > 512:
+            if len(text) > MAX_LENGTH:
                 raise ValueError("too long")
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             tag, body = raw[:TAG_BYTES], raw[TAG_BYTES:]
             expected = hmac.new(self._secret, body, hashlib.sha256).digest()[:TAG_BYTES]
             if not hmac.compare_digest(tag, expected):
                 raise ValueError("bad tag")
-            cursor = msgspec.json.decode(body, type=Cursor)
+            return msgspec.json.decode(body, type=kind)
         except (ValueError, msgspec.DecodeError):
             raise BadCursor("the cursor is invalid (edited, or not from this API)") from None
+
+
+class CursorSigner:
+    """Makes and checks ranked-page and search cursors with ``secret``."""
+
+    def __init__(self, secret: bytes, max_offset: int) -> None:
+        self._sealer = Sealer(secret)
+        self._max_offset = max_offset
+
+    def encode(self, cursor: Cursor | SearchCursor) -> str:
+        return self._sealer.seal(cursor)
+
+    def decode(self, text: str, commentable_id: str, sort: str, parent_id: str = "") -> Cursor:
+        """The ranked-page cursor in ``text``, if this API made it for this list."""
+        cursor = self._sealer.open(text, Cursor)
         if (cursor.commentable_id, cursor.sort, cursor.parent_id) != (
             commentable_id,
             sort,
@@ -63,6 +88,15 @@ class CursorSigner:
         ):
             raise BadCursor("the cursor belongs to another list")
         if not 0 <= cursor.offset <= self._max_offset:
+            raise BadCursor("the cursor is invalid (edited, or not from this API)")
+        return cursor
+
+    def decode_search(self, text: str, search: str) -> SearchCursor:
+        """The search cursor in ``text``, if this API made it for the search ``search``."""
+        cursor = self._sealer.open(text, SearchCursor)
+        if cursor.search != search:
+            raise BadCursor("the cursor belongs to another search")
+        if len(cursor.after) != 2:
             raise BadCursor("the cursor is invalid (edited, or not from this API)")
         return cursor
 

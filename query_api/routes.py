@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import time
+from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple
 from uuid import UUID
 
@@ -25,10 +27,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from kernel.redis_client import CLUSTER_DOWN
 from kernel.web_contract import BEARER, problems, response_headers
 from query_api.consistency import NotYet, wait_for_position
+from query_api.cursors import SearchCursor
+from query_api.es_reads import SearchQuery, SearchSort
 from query_api.redis_reads import RedisLost, Score
 from query_api.views import (
     CommentOut,
     CommentPage,
+    FoundComment,
     MyVotes,
     ScoreOut,
     ScoresOut,
@@ -459,39 +464,100 @@ async def _documents(
     return docs
 
 
+SearchCursorParam = Annotated[
+    str,
+    Parameter(
+        query="cursor",
+        pattern=r"^([A-Za-z0-9_-]{22,512})?$",  # empty: the first page
+        required=False,
+        description="next_cursor of the previous page of the same search (opaque, signed)",
+    ),
+]
+
+
 @get(
     "/api/comments/search",
     operation_id="search_comments",
     summary="Full-text search",
     security=_OPTIONAL_BEARER,
-    response_description="The best matches",
-    responses=problems(400, 401, 503),
+    response_description="The best matches, with the matched words highlighted",
+    response_headers=response_headers("X-Tally-Position", "X-Tally-Stale"),
+    responses=problems(400, 401, 503, 504),
 )
 async def search_comments(
     request: Request[Any, Any, Any],
     state: State,
     q: Annotated[str, Parameter(min_length=1, max_length=200)],
-    commentable_id: str | None = None,
+    commentable_id: Annotated[str | None, Parameter(max_length=128)] = None,
+    author_id: Annotated[
+        str | None, Parameter(max_length=128, description="only this user's comments")
+    ] = None,
+    since: Annotated[
+        datetime | None, Parameter(description="only comments created at or after this time")
+    ] = None,
+    until: Annotated[
+        datetime | None, Parameter(description="only comments created before this time")
+    ] = None,
+    sort: Annotated[
+        SearchSort, Parameter(description="relevance (best match first) or new (newest first)")
+    ] = "relevance",
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+    cursor: SearchCursorParam = "",
+    min_position: MinPosition = 0,
+    min_position_header: MinPositionHeader = "",
 ) -> Response[SearchResults]:
-    """Comments whose content matches ``q``; any text is safe (simple_query_string). Deleted
-    comments are never found."""
+    """Comments whose content matches ``q`` (words, "phrases", -exclusions, a | b; any text
+    is safe). Deleted comments are never found. With ``min_position``, every comment written
+    at or below it is searchable in the answer (or 504 after a short wait)."""
     viewer = await _viewer(request, state)
+    query = SearchQuery(
+        text=q,
+        commentable_id=commentable_id,
+        author_id=author_id,
+        since=since,
+        until=until,
+        sort=sort,
+    )
+    after = None
+    if cursor:
+        after = state.redis_reads.cursors.decode_search(cursor, query.digest()).after
+    headers: dict[str, str] = {}
+    wanted = wanted_position(min_position, min_position_header)
+    visible_since = None
+    if wanted:
+        try:
+            reached = await wait_for_position(
+                wanted,
+                lambda: state.redis_reads.low_water("comments"),
+                state.config.read_wait_ms / 1000,
+            )
+            headers["X-Tally-Position"] = str(reached)
+        except STORE_DOWN:  # the marks live in Redis: refresh anyway, and say so
+            headers["X-Tally-Stale"] = "true"
+        visible_since = time.monotonic()
     try:
-        docs = await state.es_reads.search(q, commentable_id, limit)
+        hits, more = await state.es_reads.search(query, limit, after, visible_since)
     except INDEX_DOWN as exc:
         raise Unavailable("search lives in Elasticsearch, which does not answer") from exc
-    ids = [d["comment_id"] for d in docs]
+    ids = [hit.document["comment_id"] for hit in hits]
     try:
         counts = await state.redis_reads.scores(ids)
     except STORE_DOWN:
         counts = {}
     mine = await _my_votes(state, viewer, ids)
-    found = [
-        comment_out(c, d, counts.get(c), mine.get(c) if viewer else None)
-        for c, d in zip(ids, docs, strict=True)
-    ]
-    return _json(SearchResults([c for c in found if not c.deleted]), {})
+    found = []
+    for comment_id, hit in zip(ids, hits, strict=True):
+        out = comment_out(comment_id, hit.document, counts.get(comment_id), mine.get(comment_id))
+        if not out.deleted:
+            fields = msgspec.structs.asdict(out)
+            fields["my_vote"] = fields["my_vote"] if viewer else None
+            found.append(FoundComment(**fields, highlights=hit.highlights))
+    next_cursor = None
+    if more and hits:
+        next_cursor = state.redis_reads.cursors.encode(
+            SearchCursor(search=query.digest(), after=hits[-1].sort)
+        )
+    return _json(SearchResults(found, next_cursor), headers)
 
 
 @get(

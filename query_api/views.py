@@ -44,8 +44,16 @@ class CommentPage(msgspec.Struct):
     comment_count: int  # in the whole commentable, replies included
 
 
+class FoundComment(CommentOut, kw_only=True):
+    """A comment a search found, with the matched words marked in fragments of its text
+    (``<em>`` around each; the rest of the text HTML-escaped)."""
+
+    highlights: list[str] = msgspec.field(default_factory=list)
+
+
 class SearchResults(msgspec.Struct):
-    comments: list[CommentOut]
+    comments: list[FoundComment]
+    next_cursor: str | None = None  # the next page of the same search, if there is one
 
 
 class MyVotes(msgspec.Struct):

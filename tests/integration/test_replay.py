@@ -18,7 +18,7 @@ from event_store.postgres import PostgresEventStore
 from event_store.seed import SeedPlan, seed
 from kernel.settings import Settings
 from projectors.es_comments import EsCommentsProjection
-from projectors.es_indices import COMMENTS_MAPPING
+from projectors.es_indices import COMMENTS_INDEX
 from projectors.generations import Generations
 from projectors.rebuilds import IndexRebuild, RedisGenerationRebuild
 from projectors.redis_keys import prefix
@@ -162,7 +162,7 @@ async def test_an_old_event_is_upcast_in_replay_and_in_live_projection(
         assert await redis.hgetall(f"{base}v:{comment_id}") == {b"bob": b"1"}
 
         rebuild = IndexRebuild(
-            "comments", es, alias, COMMENTS_MAPPING, lambda index: EsCommentsProjection(es, index)
+            "comments", es, alias, COMMENTS_INDEX, lambda index: EsCommentsProjection(es, index)
         )
         await replay(config.pg_dsn, rebuild)
         found = await es.mget(index=alias, ids=[str(comment_id)])
