@@ -14,7 +14,7 @@ TEST_ENV := TALLY_ENV=local TALLY_DATA_DIR=.tally/test \
 	TALLY_COMMAND_API_PORT=28000 \
 	TALLY_QUERY_API_PORT=28001
 
-.PHONY: install run test test-redis-cluster lint typecheck browser compose-cli stack-up stack-down bench clean
+.PHONY: install run test test-cluster lint typecheck browser compose-cli stack-up stack-down bench clean
 
 install: $(STAMP)
 
@@ -42,24 +42,33 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-# The Redis Cluster pass: the integration and end-to-end suites once more, against a real
-# three-master Redis Cluster of the local stack (files that never touch Redis are left out).
-CLUSTER_ENV := TALLY_REDIS_MODE=cluster TALLY_REDIS_URL=redis://127.0.0.1:26390/0
-CLUSTER_TESTS := tests/integration tests/e2e \
+# The cluster pass: the integration and end-to-end suites once more, against a real
+# three-master Redis Cluster and a three-broker Kafka cluster (replication factor 3,
+# min.insync.replicas 2) of the local stack, files that touch neither left out; then the
+# broker faults, including the cluster's own (its leaders killed one after the other).
+CLUSTER_ENV := TALLY_REDIS_MODE=cluster TALLY_REDIS_URL=redis://127.0.0.1:26390/0 \
+	TALLY_KAFKA_BOOTSTRAP=127.0.0.1:29291,127.0.0.1:29292,127.0.0.1:29293 \
+	TALLY_KAFKA_REPLICATION_FACTOR=3 TALLY_KAFKA_MIN_INSYNC_REPLICAS=2
+CLUSTER_FAULTS := tests/faults/test_broker_faults.py \
+	"tests/faults/test_projector_faults.py::test_projectors_killed_mid_rebalance_and_churning_apply_every_event_once[50]" \
+	"tests/faults/test_combined.py::test_projectors_relay_and_broker_killed_in_turn_lose_no_vote[2-gaps1-1]"
+CLUSTER_TESTS := tests/integration tests/e2e $(CLUSTER_FAULTS) \
 	--ignore=tests/integration/test_backup_drill.py \
 	--ignore=tests/integration/test_store_security.py \
 	--ignore=tests/integration/test_analytics_queries.py \
 	--ignore=tests/integration/test_event_store_contract.py \
 	--ignore=tests/integration/test_gap_safe_positions.py \
-	--ignore=tests/integration/test_private_checkout.py
+	--ignore=tests/integration/test_private_checkout.py \
+	--ignore=tests/integration/test_search_bridge.py \
+	--ignore=tests/e2e/test_search.py
 
 test: install lint typecheck browser compose-cli
 	$(TEST_ENV) $(TALLY) stack up
 	$(TEST_ENV) $(TALLY) migrate
 	$(TEST_ENV) $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
-	$(if $(PYTEST_ARGS),,$(MAKE) --no-print-directory test-redis-cluster)
+	$(if $(PYTEST_ARGS),,$(MAKE) --no-print-directory test-cluster)
 
-test-redis-cluster: install
+test-cluster: install
 	$(TEST_ENV) $(CLUSTER_ENV) $(TALLY) stack up
 	$(TEST_ENV) $(CLUSTER_ENV) $(TALLY) migrate
 	$(TEST_ENV) $(CLUSTER_ENV) $(VENV)/bin/pytest -p no:cacheprovider $(CLUSTER_TESTS)

@@ -325,8 +325,12 @@ class OutboxRelay:
         )
 
     async def _bounded(self, step: Any) -> Any:
-        """Await a Kafka call for at most the Kafka timeout (plus slack for retries)."""
-        return await asyncio.wait_for(step, self._config.kafka_timeout_ms / 1000 * 3)
+        """Await a Kafka call for at most the Kafka timeout (plus slack for retries), and never
+        so long that the lease runs out meanwhile: a leader waiting on brokers that are away
+        must still renew it (the batch fails and is published again)."""
+        config = self._config
+        seconds = min(config.kafka_timeout_ms / 1000 * 3, config.lease_seconds / 2)
+        return await asyncio.wait_for(step, seconds)
 
     async def _update_gauges(self) -> None:
         async with self._pool.connection() as conn:

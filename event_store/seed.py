@@ -9,11 +9,13 @@ and the command API keeps working on the seeded comments.
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,6 +23,25 @@ import psycopg
 
 from event_store.port import PendingEvent
 from schemas.events import CommentPosted, Event, VoteCast, VoteChanged, VoteRetracted
+
+# Comment text: words drawn Zipf-like (a few are in most comments, most in few) from common
+# English and Russian words (seed_words.txt) and a long tail of rarer ones, so that searches
+# over seeded comments are as selective as real ones.
+_TAIL = 5000
+
+
+@functools.cache
+def vocabulary() -> tuple[list[str], list[float]]:
+    """The words of seeded comments, most common first, and their cumulative weights."""
+    common = (Path(__file__).parent / "seed_words.txt").read_text().split()
+    words = common + [f"{'term' if n % 2 else 'slovo'}{n}" for n in range(_TAIL)]
+    return words, list(accumulate(1 / (rank + 1) for rank in range(len(words))))
+
+
+def comment_text(rng: random.Random) -> str:
+    """A comment of 4 to 24 words."""
+    words, weights = vocabulary()
+    return " ".join(rng.choices(words, cum_weights=weights, k=rng.randint(4, 24)))
 
 
 class SeedPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,7 +60,7 @@ def history(plan: SeedPlan) -> Iterator[PendingEvent]:
     ids = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(count)]
     where = {c: f"topic-{n % plan.commentables}" for n, c in enumerate(ids)}
     author = {c: f"user-{rng.randrange(plan.users)}" for c in ids}
-    for n, comment_id in enumerate(ids):
+    for comment_id in ids:
         yield PendingEvent(
             stream_id=f"comment-{comment_id}",
             stream_version=1,
@@ -47,7 +68,7 @@ def history(plan: SeedPlan) -> Iterator[PendingEvent]:
                 comment_id=comment_id,
                 commentable_id=where[comment_id],
                 author_id=author[comment_id],
-                content=f"seeded comment {n} about {where[comment_id]}",
+                content=comment_text(rng),
             ),
         )
     popularity = list(accumulate(1 / (rank + 1) ** 0.9 for rank in range(count)))

@@ -24,10 +24,10 @@ from projectors.base import CannotApply, ReadModelLost
 from projectors.es_indices import (
     COMMENTS_ALIAS,
     COMMENTS_INDEX,
+    bulk_write,
     ensure_index,
     is_intact,
     mark_intact,
-    refused_items,
 )
 from projectors.fold import CommentView, evolve
 from projectors.judging import Finding, StoredComment, judge, truth_at
@@ -127,9 +127,8 @@ class EsCommentsProjection:
         self, views: list[CommentView], version_type: str
     ) -> list[tuple[CommentView, dict[str, Any]]]:
         """Index ``views``; return those refused for good (with the reason)."""
-        operations: list[dict[str, Any]] = []
-        for view in views:
-            operations.append(
+        operations = [
+            (
                 {
                     "index": {
                         "_index": self.alias,
@@ -137,10 +136,11 @@ class EsCommentsProjection:
                         "version": view.position,
                         "version_type": version_type,
                     }
-                }
+                },
+                msgspec.to_builtins(view),
             )
-            operations.append(msgspec.to_builtins(view))
+            for view in views
+        ]
         if not operations:
             return []
-        reply = await self._es.bulk(operations=operations)
-        return [(views[n], result) for n, result in refused_items(reply)]
+        return [(views[n], result) for n, result in await bulk_write(self._es, operations)]

@@ -3,13 +3,21 @@ analysis settings, and the bulk writes both projections share."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, NamedTuple
 
 from elasticsearch import AsyncElasticsearch
 from elasticsearch import BadRequestError as EsBadRequest
+from prometheus_client import Counter
 
 from projectors.base import StoreBusy
 from projectors.store_errors import es_item_is_transient
+
+RETRIED_ITEMS = Counter(
+    "tally_projection_bulk_items_retried_total",
+    "Bulk items the search engine refused for now (429, 5xx, blocked) and that were sent again",
+)
 
 COMMENTS_ALIAS = "tally-comments"
 VOTES_ALIAS = "tally-votes"
@@ -137,21 +145,48 @@ async def is_intact(es: AsyncElasticsearch, alias: str) -> bool:
     )
 
 
-def refused_items(reply: Any) -> list[tuple[int, dict[str, Any]]]:
-    """(index in the request, result) of every bulk item that failed, a version conflict aside.
-
-    A conflict means a newer version is stored already: the write was not needed. A transient
-    failure (back-pressure, a blocked index) raises ``StoreBusy``; the rest are returned.
-    """
+def _sort_failures(reply: Any) -> tuple[list[int], list[tuple[int, dict[str, Any]]]]:
+    """The items of a bulk reply to send again (refused for now), and those refused for good."""
     if not reply["errors"]:
-        return []
-    refused = []
+        return [], []
+    again: list[int] = []
+    refused: list[tuple[int, dict[str, Any]]] = []
     for n, item in enumerate(reply["items"]):
         result = next(iter(item.values()))
         status = int(result.get("status", 200))
         if status < 300 or status == 409:
             continue
         if es_item_is_transient(result):
+            again.append(n)
+        else:
+            refused.append((n, result))
+    return again, refused
+
+
+async def bulk_write(
+    es: AsyncElasticsearch,
+    operations: list[tuple[dict[str, Any], dict[str, Any]]],
+    patience: float = 5.0,
+) -> list[tuple[int, dict[str, Any]]]:
+    """Send (action, document) pairs in one bulk request; items refused for now (429, 5xx, a
+    blocked index: the engine is under pressure) are sent again alone, with backoff, for up to
+    ``patience`` seconds, then ``StoreBusy`` (the caller retries the batch later). Returns the
+    (index in ``operations``, result) of items refused for good.
+    """
+    pending = list(range(len(operations)))
+    refused: list[tuple[int, dict[str, Any]]] = []
+    delay, deadline = 0.05, time.monotonic() + patience
+    while pending:
+        body = [part for n in pending for part in operations[n]]
+        reply = await es.bulk(operations=body)
+        again, lost = _sort_failures(reply)
+        refused += [(pending[n], result) for n, result in lost]
+        if again and time.monotonic() + delay > deadline:
+            result = next(iter(reply["items"][again[0]].values()))
             raise StoreBusy(f"elasticsearch refused a write for now: {result.get('error')}")
-        refused.append((n, result))
-    return refused
+        pending = [pending[n] for n in again]
+        if pending:
+            RETRIED_ITEMS.inc(len(pending))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    return sorted(refused)

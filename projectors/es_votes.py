@@ -17,11 +17,11 @@ from projectors.base import CannotApply
 from projectors.es_indices import (
     VOTES_ALIAS,
     VOTES_INDEX,
+    bulk_write,
     ensure_index,
     ensure_votes_template,
     is_intact,
     mark_intact,
-    refused_items,
 )
 from projectors.es_votes_retention import within
 from projectors.judging import Finding
@@ -116,15 +116,16 @@ class EsVotesProjection:
 
     async def _index(self, envelopes: Sequence[Envelope]) -> list[tuple[Envelope, Any]]:
         """Index the vote documents of ``envelopes``; return those refused for good."""
-        operations: list[dict[str, Any]] = []
+        operations: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for envelope in envelopes:
             document = vote_document(envelope)
             assert document is not None
-            operations += [{"index": {"_index": self.alias, "_id": document["event_id"]}}, document]
+            operations.append(
+                ({"index": {"_index": self.alias, "_id": document["event_id"]}}, document)
+            )
         if not operations:
             return []
-        reply = await self._es.bulk(operations=operations)
-        return [(envelopes[n], result) for n, result in refused_items(reply)]
+        return [(envelopes[n], result) for n, result in await bulk_write(self._es, operations)]
 
     async def close(self) -> None:
         """Nothing to release: the client belongs to the caller."""

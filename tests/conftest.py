@@ -7,12 +7,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from event_store.migrate import EMPTY_EVERYTHING, ensure_database, migrate
 from kernel.settings import Settings, load_settings
-from tally.clients import redis_client
+from tally.clients import kafka_access, redis_client
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +29,27 @@ def settings() -> Settings:
             returncode=2,
         )
     return settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def lean_broker() -> None:
+    """Delete the topics earlier test sessions left on the test stack's broker: every test has
+    topics of its own, and a broker with thousands of partitions restarts slowly. Nothing
+    happens outside the test stack (unit tests run without one)."""
+    settings = load_settings()
+    dbname = psycopg.conninfo.conninfo_to_dict(settings.pg_dsn).get("dbname", "")
+    if not str(dbname).endswith("_test"):
+        return
+    admin = AIOKafkaAdminClient(**kafka_access(settings).client_options())
+    try:
+        await admin.start()
+        left = [t for t in await admin.list_topics() if t.startswith(("test.", "tally.stack-"))]
+        for start in range(0, len(left), 100):
+            await admin.delete_topics(left[start : start + 100])
+    except KafkaError as exc:  # no broker: the tests that need one say so themselves
+        print(f"could not clean the test broker: {exc!r}")
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")

@@ -226,9 +226,9 @@ class Kafka(Server):
         node.pid_file.unlink(missing_ok=True)
 
     def lose_disk(self, node: KafkaNode) -> None:
-        """The fault "a broker lost its disk": stop ``node`` and delete its log (``up`` formats
+        """The fault "a broker lost its disk": kill ``node`` and delete its log (``up`` formats
         it again, into the same cluster)."""
-        self.stop_node(node)
+        self.kill_node(node)
         shutil.rmtree(node.log_dir, ignore_errors=True)
 
     def lose_disks(self) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +67,8 @@ def buckets(result: dict[str, Any], name: str) -> dict[Any, int]:
     return {b["key"]: b["doc_count"] for b in result["aggregations"][name]["buckets"]}
 
 
-def test_the_doc_has_five_queries() -> None:
-    assert sorted(doc_queries()) == [1, 2, 3, 4, 5, 6]
+def test_the_doc_has_eight_queries() -> None:
+    assert sorted(doc_queries()) == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 async def test_votes_per_hour(votes_index: Any) -> None:
@@ -127,3 +129,57 @@ async def test_votes_received_per_author(votes_index: Any) -> None:
     for v in mine:
         expected[v.event.comment_author_id] += v.event.delta
     assert net == dict(expected)
+
+
+async def test_how_fast_a_commentable_gathers_its_votes(votes_index: Any) -> None:
+    es, alias, votes = votes_index
+    result = await run(es, alias, 7, commentable_id="post-a")
+    mine = sorted(
+        v.occurred_at.timestamp() * 1000 for v in votes if v.event.commentable_id == "post-a"
+    )
+    arrived = result["aggregations"]["arrived_by"]["values"]
+    p50, p90, p99 = (arrived[k] for k in ("50.0", "90.0", "99.0"))
+    assert mine[0] <= p50 <= p90 <= p99 <= mine[-1]
+    # Percentiles are estimates (t-digest): the share of votes in by p50 is near a half.
+    assert 0.35 <= sum(t <= p50 for t in mine) / len(mine) <= 0.65
+    assert sum(t <= p90 for t in mine) / len(mine) >= 0.8
+    deltas = [v.event.delta for v in votes if v.event.commentable_id == "post-a"]
+    sides = result["aggregations"]["sides"]
+    assert (sides["count"], sides["sum"], sides["min"], sides["max"]) == (
+        len(deltas),
+        sum(deltas),
+        min(deltas),
+        max(deltas),
+    )
+    assert sides["std_deviation"] == pytest.approx(statistics.pstdev(deltas))
+
+
+async def test_every_commentable_day_pages_through_a_composite_aggregation(
+    votes_index: Any,
+) -> None:
+    es, alias, votes = votes_index
+    template = json.loads(doc_queries()[8])
+    template["aggs"]["daily"]["composite"]["size"] = 1  # many pages, even for a small history
+    seen: dict[tuple[str, str], tuple[int, float]] = {}
+    after = None
+    for _ in range(100):
+        if after is not None:
+            template["aggs"]["daily"]["composite"]["after"] = after
+        result = await es.search(index=alias, body=template)
+        daily = result["aggregations"]["daily"]
+        for bucket in daily["buckets"]:
+            day = datetime.fromtimestamp(bucket["key"]["day"] / 1000, UTC).date().isoformat()
+            seen[(bucket["key"]["commentable"], day)] = (
+                bucket["doc_count"],
+                bucket["net"]["value"],
+            )
+        after = daily.get("after_key")
+        if after is None:
+            break
+    counts: Counter[tuple[str, str]] = Counter()
+    nets: Counter[tuple[str, str]] = Counter()
+    for v in votes:
+        key = (v.event.commentable_id, v.occurred_at.astimezone(UTC).date().isoformat())
+        counts[key] += 1
+        nets[key] += v.event.delta
+    assert seen == {key: (counts[key], float(nets[key])) for key in counts}
