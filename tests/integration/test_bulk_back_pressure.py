@@ -48,7 +48,7 @@ async def test_a_bulk_across_a_blocked_and_an_open_index_lands_whole_once_unbloc
         assert (await es.count(index=blocked))["count"] == 5
         assert (await es.count(index=open_))["count"] == 5
         # Only the blocked index's five items went again, however many times.
-        again = (REGISTRY.get_sample_value("tally_projection_bulk_items_retried_total") or 0.0)
+        again = REGISTRY.get_sample_value("tally_projection_bulk_items_retried_total") or 0.0
         assert again - retried >= 5 and (again - retried) % 5 == 0
         versions = await es.mget(index=open_, ids=[str(n) for n in range(0, 10, 2)])
         assert {d["_version"] for d in versions["docs"]} == {1}  # the open ones written once
