@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import jwt
+import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -108,8 +109,16 @@ def test_outside_local_runs_the_development_or_a_short_secret_is_refused() -> No
     assert auth_config_problems(AuthConfig(secret=DEV_SECRET), local=True) == []
     assert "development secret" in auth_config_problems(AuthConfig(secret=DEV_SECRET), False)[0]
     assert "at least 32 bytes" in auth_config_problems(AuthConfig(secret="short"), False)[0]
-    assert auth_config_problems(AuthConfig(secret=SECRET), local=False) == []
+    strict = AuthConfig(secret=SECRET, issuer="https://id.example", audience="tally")
+    assert auth_config_problems(strict, local=False) == []
     assert "JWKS" in auth_config_problems(AuthConfig(algorithm="RS256"), False)[0]
+
+
+def test_outside_local_runs_tokens_must_name_their_issuer_and_audience() -> None:
+    problems = auth_config_problems(AuthConfig(secret=SECRET), local=False)
+    assert any("TALLY_JWT_ISSUER is required" in p for p in problems)
+    assert any("TALLY_JWT_AUDIENCE is required" in p for p in problems)
+    assert auth_config_problems(AuthConfig(secret=SECRET), local=True) == []
 
 
 @pytest.fixture
@@ -151,3 +160,16 @@ async def test_tokens_of_an_identity_provider_are_checked_with_its_published_key
     forged = token(claims, key=SECRET, algorithm="HS256", headers={"kid": "k1"})
     with pytest.raises(NotAuthenticated, match="alg value is not allowed"):
         await checker.user_of(forged)
+
+
+def test_outside_local_runs_a_cursor_secret_of_its_own_is_required() -> None:
+    from kernel.settings import Settings, SettingsError
+    from tally.bootstrap import check_auth_settings
+
+    strict = Settings(
+        env="production", jwt_secret=SECRET, jwt_issuer="https://id.example", jwt_audience="tally"
+    )
+    with pytest.raises(SettingsError, match="TALLY_CURSOR_SECRET"):
+        check_auth_settings(strict)
+    check_auth_settings(msgspec.structs.replace(strict, cursor_secret="c" * 32))
+    check_auth_settings(Settings(env="local"))  # local runs derive one
