@@ -92,7 +92,12 @@ class CommandExecutor:
         return unknown.answers(position - 1)
 
     async def _position_of(self, event_id: UUID) -> int | None:
-        async with self._pool.connection() as conn:
+        """Where the event is in the log, once the transaction that wrote it has ended: the
+        head's row lock is held by an append until its COMMIT is done, so taking it waits for a
+        commit that is still landing (read at once, it would be taken for one that failed)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = '5s'")
+            await conn.execute("SELECT position FROM event_head FOR UPDATE")
             row = await (
                 await conn.execute("SELECT position FROM events WHERE event_id = %s", (event_id,))
             ).fetchone()

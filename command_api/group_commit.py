@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import Counter, Gauge, Histogram
 
 from command_api.work import BatchRunner, Outcome, WorkItem
+from kernel.coalesce import one_by_one_on_failure
 
 Submit = Callable[[WorkItem], Awaitable[Outcome]]
 
@@ -175,11 +176,10 @@ class GroupCommitter:
             self._collecting.discard(ready)
 
     async def _run(self, batch: list[tuple[WorkItem, asyncio.Future[Outcome], float]]) -> None:
-        try:
-            with BATCH_SECONDS.time():
-                outcomes = await self._runner([item for item, _, _ in batch])
-        except Exception as exc:
-            outcomes = [exc] * len(batch)
+        # The runner already splits a batch PostgreSQL refused; anything else it raises is run
+        # again command by command, so it reaches only the command that caused it.
+        with BATCH_SECONDS.time():
+            outcomes = await one_by_one_on_failure(self._runner, [item for item, _, _ in batch])
         for (_, future, _), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)

@@ -1,17 +1,39 @@
-"""Coalesce concurrent calls made in the same event-loop tick into one batch call.
+"""Coalesce concurrent calls into one batch call, without letting one caller hurt another.
 
 Many requests that each need one Redis round trip share one pipeline instead: one send and one
-receive for all of them, which matters when system calls are the expensive part.
+receive for all of them, which matters when system calls are the expensive part. A batch call
+that fails as a whole is run again one caller at a time (``one_by_one_on_failure``), so an
+exception one caller's input causes (a key that cannot be encoded, say) reaches that caller
+only, never the others it happened to be batched with.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+async def one_by_one_on_failure(
+    run: Callable[[list[K]], Awaitable[Sequence[V]]], keys: list[K]
+) -> list[V | Exception]:
+    """``run(keys)``'s values; if it raises for several keys, each key runs alone, and each
+    gets its own value or its own exception."""
+    try:
+        return list(await run(keys))
+    except Exception as exc:
+        if len(keys) == 1:
+            return [exc]
+    results: list[V | Exception] = []
+    for key in keys:
+        try:
+            results.append((await run([key]))[0])
+        except Exception as exc:
+            results.append(exc)
+    return results
 
 
 class TickBatcher(Generic[K, V]):
@@ -38,13 +60,11 @@ class TickBatcher(Generic[K, V]):
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, batch: list[tuple[K, asyncio.Future[V]]]) -> None:
-        try:
-            values = await self._run([key for key, _ in batch])
-        except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+        values = await one_by_one_on_failure(self._run, [key for key, _ in batch])
         for (_, future), value in zip(batch, values, strict=True):
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(value, Exception):
+                future.set_exception(value)
+            else:
                 future.set_result(value)
