@@ -394,3 +394,15 @@ def test_compose_runs_the_kafka_version_the_tests_run_as_three_replicating_broke
     # The idempotent producer is on by default: compose does not turn it off.
     assert tally.get("TALLY_KAFKA_IDEMPOTENT_PRODUCER", "true") == "true"
     assert Settings().kafka_idempotent_producer
+
+
+def test_redis_has_a_memory_ceiling_that_evicts_only_expiring_keys_and_an_alert_on_it() -> None:
+    command = services()["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "volatile-lru"
+    ceiling = command[command.index("--maxmemory") + 1]
+    assert re.fullmatch(r"\$\{REDIS_MAXMEMORY:-\d+(mb|gb)\}", ceiling), ceiling
+    limit = services()["redis"]["deploy"]["resources"]["limits"]["memory"]
+    default_mb = int(re.search(r"(\d+)mb", ceiling).group(1))  # type: ignore[union-attr]
+    assert default_mb < int(limit.removesuffix("G")) * 1024  # below the container's limit
+    rules = {r["alert"]: r for g in load("prometheus/alerts.yml")["groups"] for r in g["rules"]}
+    assert "redis_memory_max_bytes > 0" in rules["RedisMemoryHigh"]["expr"]  # can now fire
