@@ -22,7 +22,9 @@ from command_api.fast_lane import fast_lane
 from command_api.problems import exception_to_problem
 from command_api.routes import ROUTES, current_user
 from command_api.services import CommandServices
+from kernel.client_address import TrustedProxies, client_address_middleware
 from kernel.http_middleware import http_middleware
+from kernel.limit_tiers import Tier, limit_tiers
 from kernel.problems import problem_of
 from kernel.web_contract import REQUEST_ID, StrictStructs, cors, openapi
 
@@ -34,6 +36,8 @@ class CommandApiConfig(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: list[str] = msgspec.field(default_factory=list)
     # Plain votes answered in front of the framework (command_api.fast_lane); off: the route.
     fast_lane: bool = True
+    trusted_proxies: str = ""  # whose X-Forwarded-For names the client (kernel.client_address)
+    limits: list[Tier] = msgspec.field(default_factory=list)  # kernel.limit_tiers
 
 
 OpenServices = Callable[[], AbstractAsyncContextManager[CommandServices]]
@@ -90,4 +94,7 @@ def create_app(open_services: OpenServices, config: CommandApiConfig | None = No
         app.asgi_handler = fast_lane(
             app.asgi_handler, lambda: app.state.services, "command_api", config.max_body_bytes
         )
+    app.asgi_handler = limit_tiers(app.asgi_handler, config.limits)
+    trusted = TrustedProxies(config.trusted_proxies)
+    app.asgi_handler = client_address_middleware(trusted)(app.asgi_handler)
     return app

@@ -54,7 +54,8 @@ class InMemoryCommands:
         self.comments.update(plan.comments)
         self.votes.update({key: (v.value, v.version) for key, v in plan.votes.items()})
         status = 201 if isinstance(planned.reply, CommentCreated) else 200
-        reply = Accepted(status, encode(msgspec.structs.replace(planned.reply, position=position)))
+        body = encode(msgspec.structs.replace(planned.reply, position=position))
+        reply = Accepted(status, body, position=position)
         if item.idempotency_key:
             self.replies[claim] = (item.request_hash, reply)
         return reply

@@ -6,12 +6,13 @@ bucket refills smoothly. One key per user and action holds the "theoretical arri
 Lua call checks and updates it on Redis's clock. A request answered from its idempotency key is
 refunded: replays are free.
 
-If Redis is unreachable or slow the limiter lets requests through (and counts that): losing
-votes is worse than briefly not limiting them. A check waits at most ``timeout`` for Redis, and
-after a failure the limiter skips Redis for ``pause`` seconds, so a stalled Redis costs requests
-milliseconds, not a socket timeout each. Checks made in the same event-loop tick share one
-script call (``TickBatcher``): one per tick on one server, one per bucket in a pipeline on a
-cluster.
+If Redis is unreachable or slow the limiter counts in this process's memory instead
+(``kernel.limits.LocalBuckets``, the same limits per worker), and counts that: the limits never
+switch off, so a flood that slows Redis down does not lift them. A check waits at most
+``timeout`` for Redis, and after a failure the limiter skips Redis for ``pause`` seconds, so a
+stalled Redis costs requests microseconds, not a socket timeout each. Checks made in the same
+event-loop tick share one script call (``TickBatcher``): one per tick on one server, one per
+bucket in a pipeline on a cluster.
 """
 
 from __future__ import annotations
@@ -23,19 +24,22 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-import msgspec
 import structlog
 from prometheus_client import Counter
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from kernel.coalesce import TickBatcher
+from kernel.limits import Limit, LocalBuckets, Quota
 from kernel.redis_client import AnyRedis, queue_script, redis_away
 
 log = structlog.get_logger(__name__)
 
 RATE_LIMITED = Counter("tally_rate_limited_total", "Requests refused by the rate limit", ["action"])
-LIMITER_ERRORS = Counter("tally_rate_limiter_errors_total", "Rate-limit checks that failed open")
+LIMITER_ERRORS = Counter(
+    "tally_rate_limiter_errors_total",
+    "Rate-limit checks counted in memory because Redis did not answer in time",
+)
 
 # KEYS: the buckets. ARGV: for each bucket, emission interval (ms), window (ms), cost (1, or -1
 # to refund). Returns for each bucket {allowed (1/0), remaining, ms until full, ms until the next
@@ -77,29 +81,6 @@ def bucket_key(user_id: str, action: str) -> str:
     return f"tally:ratelimit:{{{user_id}}}:{action}"
 
 
-class Limit(msgspec.Struct, frozen=True):
-    """``limit`` requests per ``window_seconds``."""
-
-    limit: int
-    window_seconds: int
-
-
-class Quota(msgspec.Struct, frozen=True):
-    """Where a user stands after a check: the IETF ``RateLimit-*`` header values."""
-
-    limit: int
-    remaining: int
-    reset_seconds: int  # until the bucket is full again
-    retry_after: int = 0  # when refused: seconds until one request is allowed
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_seconds),
-        }
-
-
 class RateLimited(Exception):
     """Too many requests; try again after ``retry_after`` seconds."""
 
@@ -136,12 +117,12 @@ class RateLimiter:
         self._timeout = timeout
         self._pause = pause
         self._clock = clock
+        self._local = LocalBuckets(clock)
         self._skip_until = 0.0
         self._batcher: TickBatcher[tuple[str, str, int], Quota | None] = TickBatcher(self._run)
 
     async def check(self, user_id: str, action: str) -> Quota | None:
-        """Count one request; ``RateLimited`` over the limit. ``None`` when not limited (or
-        Redis did not answer in time)."""
+        """Count one request; ``RateLimited`` over the limit. ``None`` when not limited."""
         limit = self._limits.get(action)
         if limit is None or limit.limit <= 0:
             return None
@@ -158,19 +139,17 @@ class RateLimiter:
             await self._batcher.get((user_id, action, -1))
 
     async def _run(self, checks: list[tuple[str, str, int]]) -> list[Quota | None]:
-        """The quotas after each check, in order; fails open when Redis is down or slow."""
+        """The quotas after each check, in order; counted in memory while Redis is away."""
         if self._clock() < self._skip_until:
-            LIMITER_ERRORS.inc(len(checks))
-            return [None] * len(checks)
+            return self._locally(checks)
         try:
             replies = await self._within_timeout(checks)
         except Exception as exc:
             if not redis_away(exc):
                 raise
-            LIMITER_ERRORS.inc(len(checks))
             self._skip_until = self._clock() + self._pause
             log.warning("rate_limiter_unavailable", error=repr(exc), paused_seconds=self._pause)
-            return [None] * len(checks)
+            return self._locally(checks)
         quotas: list[Quota | None] = []
         for (_, action, _), (_, remaining, full_ms, wait_ms) in zip(checks, replies, strict=True):
             quotas.append(
@@ -182,6 +161,13 @@ class RateLimiter:
                 )
             )
         return quotas
+
+    def _locally(self, checks: list[tuple[str, str, int]]) -> list[Quota | None]:
+        LIMITER_ERRORS.inc(len(checks))
+        return [
+            self._local.take(bucket_key(user, action), self._limits[action], cost)
+            for user, action, cost in checks
+        ]
 
     async def _within_timeout(self, checks: list[tuple[str, str, int]]) -> list[list[int]]:
         """The replies, or ``TimeoutError`` if Redis has not answered within the timeout.

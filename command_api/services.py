@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from command_api.group_commit import Submit
-from command_api.rate_limit import Quota
 from kernel.auth import TokenVerifier
+from kernel.limits import Quota
 
 
 class RateLimiter(Protocol):

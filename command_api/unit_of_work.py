@@ -131,10 +131,9 @@ async def run_batch(
         def answers(base: int) -> list[Outcome]:
             """Every item's outcome once the batch committed with positions after ``base``."""
             for r in replies:
-                reply = msgspec.structs.replace(
-                    r.planned.reply, position=base + r.ord if r.ord else r.fixed
-                )
-                outcomes[r.item] = Accepted(r.status, encode(reply))
+                position = base + r.ord if r.ord else r.fixed
+                reply = msgspec.structs.replace(r.planned.reply, position=position)
+                outcomes[r.item] = Accepted(r.status, encode(reply), position=position)
             return [o if o is not None else RuntimeError("command not processed") for o in outcomes]
 
         try:
@@ -260,7 +259,9 @@ class _Loaded:
                     f"Idempotency-Key {claim[1]!r} was already used with a different request"
                 )
             elif previous is not None:
-                outcomes[index] = Accepted(previous.status, previous.replay(), replayed=True)
+                outcomes[index] = Accepted(
+                    previous.status, previous.replay(), replayed=True, position=previous.position
+                )
             seen.add(claim)
         return [i for i in range(len(items)) if outcomes[i] is None]
 

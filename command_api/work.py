@@ -30,6 +30,7 @@ class Accepted(msgspec.Struct, frozen=True):
     status: int
     body: bytes
     replayed: bool = False
+    position: int = 0  # the position the reply names (read-your-writes token)
 
 
 Outcome = Accepted | Exception

@@ -4,7 +4,8 @@ The correlation id comes from ``X-Request-ID`` (or is made up), is bound to stru
 for the request, stored in event metadata by the write path, and echoed in the response.
 Metrics: one histogram per (service, method, route template, status); its count is the request
 rate and, by status, the error rate. Tracing: one server span per request (not for health and
-metrics), continuing the caller's ``traceparent``; see ``kernel.tracing``.
+metrics), continuing the caller's ``traceparent`` when it came through a trusted proxy
+(``kernel.client_address``); see ``kernel.tracing``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import Histogram
 
 from kernel import tracing
+from kernel.client_address import via_trusted_proxy
 from kernel.ids import random_uuid
 
 HEADER = b"x-request-id"
@@ -56,11 +58,17 @@ def http_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
                     for k, v in scope["headers"]
                     if k in _TRACE_HEADERS
                 }
+                attributes: dict[str, str] = {"http.request.method": scope["method"]}
+                # Only a trusted proxy may choose the trace and force sampling; anyone else's
+                # traceparent is recorded, and our sampler decides on a trace of our own.
+                trusted = via_trusted_proxy(scope)
+                if carrier and not trusted:
+                    attributes["tally.client_traceparent"] = carrier.get("traceparent", "")[:64]
                 with tracer.start_as_current_span(
                     scope["method"],
-                    context=tracing.remote_context(carrier),
+                    context=tracing.remote_context(carrier) if trusted else None,
                     kind=SpanKind.SERVER,
-                    attributes={"http.request.method": scope["method"]},
+                    attributes=attributes,
                 ) as span:
                     await handle(scope, receive, send, scope["method"], span)
 

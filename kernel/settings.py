@@ -44,11 +44,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_secret: str = "tally-local-dev-secret-change-me"
     jwt_algorithm: str = "HS256"
     jwt_jwks_url: str = ""  # an identity provider's keys (RS256, ES256...) instead of a secret
-    jwt_issuer: str = ""  # enforced when set
-    jwt_audience: str = ""  # enforced when set
+    jwt_issuer: str = ""  # the iss tokens must carry; required outside local runs
+    jwt_audience: str = ""  # the aud tokens must carry; required outside local runs
     jwt_leeway_seconds: float = 30.0
     token_ttl_seconds: int = 24 * 3600
 
+    # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the client,
+    # and whose incoming trace sampling decision is honoured; anyone else's is ignored.
+    trusted_proxies: str = ""
+    # Requests in progress per API worker; past it, 503 at once (0: no limit). Live streams
+    # count too, within their own caps.
+    http_max_requests: Annotated[int, msgspec.Meta(ge=0)] = 2048
+    # A request's line and headers must arrive within this (slow clients hold connections).
+    http_head_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     command_api_host: str = "127.0.0.1"  # where each API binds (0.0.0.0 in containers)
     command_api_port: int = 8000
     command_api_workers: int = 2
@@ -67,10 +75,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     page_cache_ms: int = 250
     ranking_cursor_ttl_seconds: int = 600
     ranking_snapshot_max: int = 1000  # a sort can be paged this far; snapshots hold no more
-    cursor_secret: str = ""  # signs ranked-page cursors (derived from the JWT secret if empty)
+    # Signs page and search cursors; required outside local runs (locally derived from the JWT
+    # secret, which in JWKS mode is the public default).
+    cursor_secret: str = ""
     # Live (SSE) streams per query-API process, and per client address.
     live_max_streams: int = 1000
-    live_max_streams_per_client: int = 20
+    live_max_streams_per_client: int = 20  # per address block (IPv4 address, IPv6 /64), per user
+    live_write_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # a stalled stream closes
 
     pg_pool_min: int = 2
     pg_pool_max: int = 8
@@ -95,6 +106,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     vote_rate_window_seconds: int = 60
     comment_rate_limit: int = 20
     comment_rate_window_seconds: int = 60
+    # Per client address block (IPv4 address, IPv6 /64) per minute, and per API worker per 10 s,
+    # counted in memory before any store is asked (0: off).
+    read_limit_per_address: Annotated[int, msgspec.Meta(ge=0)] = 6000
+    search_limit_per_address: Annotated[int, msgspec.Meta(ge=0)] = 600
+    write_limit_per_address: Annotated[int, msgspec.Meta(ge=0)] = 1200
+    requests_limit_per_worker: Annotated[int, msgspec.Meta(ge=0)] = 100_000
     max_body_bytes: int = 64 * 1024
     command_fast_lane: bool = True  # plain votes answered in front of litestar
 

@@ -133,6 +133,16 @@ def live_channel(commentable_id: str) -> str:
     return f"tally:live:{commentable_id}"
 
 
+def progress_channel(deployment: str) -> str:
+    """Where new low-water marks and heads of ``deployment`` are announced ("<name> <mark>")."""
+    return f"tally:progress:{{{deployment}}}"
+
+
+def head_key(deployment: str) -> str:
+    """Where the command API records the highest position it has answered with."""
+    return f"tally:head:{{{deployment}}}"
+
+
 def low_water_key(deployment: str, projection: str) -> str:
     """Where ``projection`` of ``deployment`` publishes its low-water mark."""
     return f"tally:lwm:{{{deployment}}}:{projection}"

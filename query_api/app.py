@@ -18,15 +18,17 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 
 from kernel.auth import NotAuthenticated, TokenVerifier
+from kernel.client_address import TrustedProxies, client_address_middleware
 from kernel.http_middleware import http_middleware
+from kernel.limit_tiers import Tier, limit_tiers
 from kernel.problems import Problem, framework_problem, problem_of
 from kernel.redis_client import closed_under_us
 from kernel.web_contract import REQUEST_ID, StrictStructs, cors, openapi
-from query_api.consistency import NotYet
+from query_api.consistency import BeyondHead, NotYet
 from query_api.cursors import BadCursor
 from query_api.es_reads import EsReads
 from query_api.fast_lane import fast_lane
-from query_api.live import stream_scores
+from query_api.live import bounded_writes, stream_scores
 from query_api.live_hub import LiveHub, StreamsFull, TooManyStreams
 from query_api.redis_reads import RedisReads
 from query_api.routes import ROUTES, Unavailable, UnknownComment
@@ -42,6 +44,8 @@ def _read_problem(exc: Exception, path: str) -> Problem | None:
     """The answer to one of the read side's own errors; ``None`` for any other."""
     if isinstance(exc, UnknownComment):
         return problem_of(404, "comment-not-found", "Comment not found", str(exc), path)
+    if isinstance(exc, BeyondHead):
+        return problem_of(400, "position-beyond-head", "Bad request", str(exc), path, head=exc.head)
     if isinstance(exc, NotYet):
         return problem_of(
             504,
@@ -61,9 +65,8 @@ def _read_problem(exc: Exception, path: str) -> Problem | None:
             503, "streams-full", "Service unavailable", str(exc), path, {"Retry-After": "5"}
         )
     if isinstance(exc, TooManyStreams):
-        return problem_of(
-            429, "too-many-streams", "Too many requests", str(exc), path, {"Retry-After": "5"}
-        )
+        wait = {"Retry-After": str(exc.retry_after)}
+        return problem_of(429, "too-many-streams", "Too many requests", str(exc), path, wait)
     if isinstance(exc, NotAuthenticated):
         return problem_of(
             401,
@@ -119,6 +122,9 @@ class QueryApiConfig(msgspec.Struct, frozen=True, kw_only=True):
     read_wait_ms: int = 2000
     page_cache_ms: int = 250
     cors_origins: list[str] = msgspec.field(default_factory=list)
+    trusted_proxies: str = ""  # whose X-Forwarded-For names the client (kernel.client_address)
+    limits: list[Tier] = msgspec.field(default_factory=list)  # kernel.limit_tiers
+    live_write_seconds: float = 10.0
 
 
 OpenServices = Callable[[], AbstractAsyncContextManager[QueryServices]]
@@ -152,4 +158,8 @@ def create_app(open_services: OpenServices, config: QueryApiConfig | None = None
     app.asgi_handler = fast_lane(
         app.asgi_handler, lambda: app.state.redis_reads, "query_api", config.page_cache_ms / 1000
     )
+    app.asgi_handler = bounded_writes(app.asgi_handler, config.live_write_seconds)
+    app.asgi_handler = limit_tiers(app.asgi_handler, config.limits)
+    trusted = TrustedProxies(config.trusted_proxies)
+    app.asgi_handler = client_address_middleware(trusted)(app.asgi_handler)
     return app

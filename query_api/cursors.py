@@ -102,7 +102,8 @@ class CursorSigner:
 
 
 def cursor_key(cursor_secret: str, jwt_secret: str) -> bytes:
-    """The cursor signing key: ``cursor_secret``, or one derived from the JWT secret."""
+    """The cursor signing key: ``cursor_secret``, or (local runs only: elsewhere the services
+    refuse to start without one) a key derived from the JWT secret."""
     if cursor_secret:
         return cursor_secret.encode()
     return hmac.new(jwt_secret.encode(), b"tally ranked-page cursors", hashlib.sha256).digest()

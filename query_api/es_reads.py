@@ -17,9 +17,11 @@ from typing import Any, Literal
 import msgspec
 from elasticsearch import AsyncElasticsearch
 
+from kernel.bounded_cache import BoundedCache
 from projectors.es_indices import COMMENTS_ALIAS
 from query_api.refresher import Refresher
 
+BODY_CACHE_BYTES = 32 * 1024 * 1024  # per process
 SearchSort = Literal["relevance", "new"]
 # simple_query_string operators a reader may use: +, |, -, "phrases", (groups), escapes. No
 # prefix*, fuzzy~ or slop: each expands into many terms the engine must look up.
@@ -68,11 +70,13 @@ def search_body(query: SearchQuery, size: int, after: list[Any] | None = None) -
     if query.author_id:
         filters.append({"term": {"author_id": query.author_id}})
     if query.since or query.until:
+        # The index keeps times to the millisecond: a comment's own created_at (microseconds)
+        # as ``since`` must find it.
         bounds: dict[str, str] = {}
         if query.since:
-            bounds["gte"] = query.since.isoformat()
+            bounds["gte"] = _to_milliseconds(query.since)
         if query.until:
-            bounds["lt"] = query.until.isoformat()
+            bounds["lt"] = _to_milliseconds(query.until)
         filters.append({"range": {"created_at": bounds}})
     match = {
         "simple_query_string": {
@@ -94,6 +98,10 @@ def search_body(query: SearchQuery, size: int, after: list[Any] | None = None) -
     return body
 
 
+def _to_milliseconds(moment: datetime) -> str:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000).isoformat()
+
+
 class EsReads:
     """The comment index, read side."""
 
@@ -107,7 +115,7 @@ class EsReads:
         self.es = es
         self.alias = alias
         self._cache_s = cache_seconds
-        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._cache: BoundedCache[str, dict[str, Any]] = BoundedCache(BODY_CACHE_BYTES)
         self.refresher = Refresher(lambda: es.indices.refresh(index=alias), refresh_interval)
 
     async def comments(
@@ -122,18 +130,18 @@ class EsReads:
         found: dict[str, dict[str, Any]] = {}
         if not fresh:
             for comment_id in comment_ids:
-                hit = self._cache.get(comment_id)
-                if hit is not None and hit[0] > now:
-                    found[comment_id] = hit[1]
+                hit = self._cache.get(comment_id, now)
+                if hit is not None:
+                    found[comment_id] = hit
         missing = [c for c in comment_ids if c not in found]
         if missing:
             reply = await self.es.mget(index=self.alias, ids=missing)
-            if len(self._cache) > 100_000:
-                self._cache.clear()
             for doc in reply["docs"]:
                 if doc.get("found"):
-                    found[doc["_id"]] = doc["_source"]
-                    self._cache[doc["_id"]] = (now + self._cache_s, doc["_source"])
+                    source = doc["_source"]
+                    found[doc["_id"]] = source
+                    size = 512 + len(source.get("content") or "") * 4  # at most 4 bytes a char
+                    self._cache.put(doc["_id"], source, size, now + self._cache_s)
         return found
 
     async def search(

@@ -38,18 +38,23 @@ from litestar.types import (
 )
 
 from kernel import tracing
+from kernel.bounded_cache import BoundedCache
 from kernel.http_middleware import HEADER, REQUEST_SECONDS, correlation_id_of
 from query_api.redis_reads import RedisReads
 from query_api.views import ScoreOut
+from schemas.api import COMMENTABLE_ID_CHARS, COMMENTABLE_ID_MAX
 
 SCORE_ROUTE = "/api/comments/{comment_id:uuid}/score"
 PAGE_ROUTE = "/api/commentables/{commentable_id:str}/comments"
 _SCORE = re.compile(r"/api/comments/([0-9A-Fa-f-]{32,36})/score")
-_PAGE = re.compile(r"/api/commentables/[^/]+/comments")
+# Only a well-formed commentable id: anything else goes to the route, which refuses it (400).
+_PAGE = re.compile(
+    rf"/api/commentables/[{COMMENTABLE_ID_CHARS}]{{1,{COMMENTABLE_ID_MAX}}}/comments"
+)
 _PAGE_QUERY = re.compile(rb"(?:(?:sort|limit)=[0-9a-z]{1,20}(?:&|$)){0,2}")
 # Headers that ask for more than the shared answer: the routes handle them.
 _ROUTED = {b"origin", b"x-tally-min-position", b"authorization", b"if-none-match"}
-_PAGES_KEPT = 10_000
+PAGE_CACHE_BYTES = 16 * 1024 * 1024  # per process, whatever the commentables asked for
 _encode = msgspec.json.Encoder().encode
 
 
@@ -59,7 +64,9 @@ def fast_lane(
     """``app`` with plain score reads and first pages answered before it."""
     observe_score = REQUEST_SECONDS.labels(service, "GET", SCORE_ROUTE, "200").observe
     observe_page = REQUEST_SECONDS.labels(service, "GET", PAGE_ROUTE, "200").observe
-    pages: dict[tuple[str, bytes], tuple[float, list[tuple[bytes, bytes]], bytes]] = {}
+    pages: BoundedCache[tuple[str, bytes], tuple[list[tuple[bytes, bytes]], bytes]] = BoundedCache(
+        PAGE_CACHE_BYTES
+    )
     # Pages being built: when a copy expires, one reader rebuilds it and the rest wait for it.
     building: dict[tuple[str, bytes], asyncio.Future[None]] = {}
 
@@ -90,12 +97,12 @@ def fast_lane(
     async def page(scope: Scope, receive: Receive, send: Send, request_id: bytes) -> None:
         started = time.perf_counter()
         key = (scope["path"], scope["query_string"])
-        kept = pages.get(key)
-        if (kept is None or kept[0] <= started) and key in building:
+        kept = pages.get(key, started)
+        if kept is None and key in building:
             await asyncio.shield(building[key])  # one reader builds it; the others wait
-            kept = pages.get(key)
-        if kept is not None and kept[0] > started:
-            await answer(send, [*kept[1], (HEADER, request_id)], kept[2])
+            kept = pages.get(key, started)
+        if kept is not None:
+            await answer(send, [*kept[0], (HEADER, request_id)], kept[1])
             observe_page(time.perf_counter() - started)
             return
         reply: dict[str, Any] = {"body": []}
@@ -107,10 +114,10 @@ def fast_lane(
             elif reply.get("status") == 200:
                 reply["body"].append(cast(bytes, message.get("body", b"")))
                 if not message.get("more_body", False):
-                    if len(pages) >= _PAGES_KEPT:
-                        pages.clear()
                     body = b"".join(reply["body"])
-                    pages[key] = (started + page_cache_s, reply["headers"], body)
+                    size = len(body) + len(key[0]) + len(key[1]) + 256
+                    pages.sweep(started)
+                    pages.put(key, (reply["headers"], body), size, started + page_cache_s)
             await send(message)
 
         built = building[key] = asyncio.get_running_loop().create_future()

@@ -7,29 +7,45 @@ fanned out by the process's ``LiveHub`` (one Redis subscription for all streams)
 line every ``HEARTBEAT_S`` keeps proxies from closing the stream and finds clients that went
 away. With ``Last-Event-ID``, the stream starts with the current counts of every comment (of the
 commentable's 2,000 newest) changed after that position: pub/sub keeps no history, so the resume
-sends the latest state rather than each missed change. Streams are capped per process (503) and
-per client address (429); anonymous, since browsers' EventSource cannot send a bearer token.
+sends the latest state rather than each missed change; at most ``RESUMES`` at a time per
+process, and reconnects are rate-limited per address block. Streams are capped per process
+(503), per client address block and per signed-in user (429). A stream that cannot write a
+message within ``WRITE_SECONDS`` (its client stopped reading) is closed, giving back its slot.
+Anonymous by default, since browsers' EventSource cannot send a bearer token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, get
 from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, Parameter
+from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import Counter
 
+from kernel.client_address import address_block
 from kernel.web_contract import problems
 from projectors.redis_keys import comment_key, ranking_key
 from query_api.consistency import parse_position
 from query_api.live_hub import END, LiveHub, Reservation
+from query_api.routes import CommentablePath
 
+SLOW_CLOSED = Counter(
+    "tally_live_streams_stalled_total", "Live streams closed because their client stopped reading"
+)
+_STREAM = "tally_live_stream"
 HEARTBEAT_S = 15.0
+WRITE_SECONDS = 10.0
+RESUMES = 4
+_resuming = asyncio.Semaphore(RESUMES)
 
 
 class _Published(msgspec.Struct):
@@ -72,7 +88,9 @@ async def _stream(
     with hub.subscribe(commentable_id, reservation) as queue:
         yield ServerSentEventMessage(comment="subscribed", data=None)
         if last_id is not None:
-            for change in await _missed(state, commentable_id, last_id):
+            async with _resuming:
+                missed = await _missed(state, commentable_id, last_id)
+            for change in missed:
                 yield ServerSentEventMessage(
                     data=msgspec.json.encode(change).decode(),
                     event="score",
@@ -113,7 +131,7 @@ async def _stream(
 async def stream_scores(
     request: Request[Any, Any, Any],
     state: State,
-    commentable_id: FromPath[str],
+    commentable_id: CommentablePath,
     last_event_id: Annotated[
         str | None,
         Parameter(
@@ -126,6 +144,36 @@ async def stream_scores(
 ) -> ServerSentEvent:
     """Score changes and new, edited and deleted comments of a commentable, as they happen."""
     last_id = parse_position(last_event_id) if last_event_id else None
-    client = request.client.host if request.client else "unknown"
-    reservation = state.live.admit(client)
-    return ServerSentEvent(_stream(state, commentable_id, last_id, reservation))
+    client = address_block(request.client.host if request.client else "unknown")
+    header = request.headers.get("authorization")
+    user = None if header is None else await state.verifier.user_of(header)
+    reservation = state.live.admit(client, user)
+    stream = _stream(state, commentable_id, last_id, reservation)
+    # Kept where ``bounded_writes`` finds it: a stalled stream is closed there, at once.
+    request.scope.setdefault("state", {})[_STREAM] = stream
+    return ServerSentEvent(stream)
+
+
+def bounded_writes(app: ASGIApp, seconds: float = WRITE_SECONDS) -> ASGIApp:
+    """``app`` whose live streams fail a write that waits longer than ``seconds`` (the client
+    reads nothing and its socket is full): the connection closes and the slot is free again."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or not scope["path"].endswith("/live"):
+            await app(scope, receive, send)
+            return
+
+        async def send_in_time(message: Message) -> None:
+            try:
+                await asyncio.wait_for(send(message), seconds)
+            except TimeoutError:
+                SLOW_CLOSED.inc()
+                stream = scope.get("state", {}).get(_STREAM)
+                if stream is not None:  # its slot and subscription go now, not at collection
+                    with contextlib.suppress(Exception):
+                        await stream.aclose()
+                raise
+
+        await app(scope, receive, send_in_time)
+
+    return guarded

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import re
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple
 from uuid import UUID
@@ -26,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kernel.redis_client import CLUSTER_DOWN
 from kernel.web_contract import BEARER, problems, response_headers
-from query_api.consistency import NotYet, wait_for_position
+from query_api.consistency import NotYet, refuse_beyond_head, wait_for_position
 from query_api.cursors import SearchCursor
 from query_api.es_reads import SearchQuery, SearchSort
 from query_api.redis_reads import RedisLost, Score
@@ -40,6 +41,7 @@ from query_api.views import (
     SearchResults,
     comment_out,
 )
+from schemas.api import COMMENTABLE_ID_MAX, COMMENTABLE_ID_PATTERN
 
 # Redis is down, busy, full or lost its data: reads fall back or answer 503. Any other Redis
 # error is a bug, and says so (500), instead of passing for an outage.
@@ -67,7 +69,8 @@ MinPosition = Annotated[
         le=10**18,
         required=False,
         description="The highest position this client has seen (X-Tally-Position of an answer)"
-        ": the answer reflects every event at or below it (or 504 after a short wait)",
+        ": the answer reflects every event at or below it (or 504 after a short wait); a"
+        " position no command answered with is refused at once (400)",
     ),
 ]
 MinPositionHeader = Annotated[
@@ -98,6 +101,15 @@ PageCursor = Annotated[
 IfNoneMatch = Annotated[
     str,
     Parameter(header="If-None-Match", required=False, description="An ETag of an earlier page"),
+]
+# A commentable id as the write side takes it: anything else cannot have comments.
+CommentablePath = Annotated[
+    str,
+    Parameter(
+        pattern=COMMENTABLE_ID_PATTERN,
+        max_length=COMMENTABLE_ID_MAX,
+        description="The commentable's id: 1 to 128 of A-Z a-z 0-9 _ . : -",
+    ),
 ]
 _OPTIONAL_BEARER: list[dict[str, list[str]]] = [{}, *BEARER]  # with a token: my_vote
 _READ_ERRORS = (400, 401, 503, 504)
@@ -158,6 +170,26 @@ async def _my_votes(state: State, viewer: str | None, ids: list[str]) -> dict[st
     return votes
 
 
+async def _reach(
+    state: State,
+    wanted: int,
+    current: Callable[[], Awaitable[int]],
+    projection: str = "redis",
+    asked: bool = True,
+) -> int:
+    """Wait (bounded) until ``current()`` or ``projection``'s announced mark reaches ``wanted``.
+    A position the client ``asked`` for is first refused at once (400) if no command answered
+    with it; one read from a read model (a comment's own) is real and only waited for."""
+    watch = state.live.watch
+    if asked:
+        with contextlib.suppress(*STORE_DOWN):  # without Redis the head is unknown: wait
+            await refuse_beyond_head(
+                wanted, watch, lambda: state.redis_reads.progress.head(projection)
+            )
+    wait = state.config.read_wait_ms / 1000
+    return await wait_for_position(wanted, current, wait, watch, projection)
+
+
 async def _counts(state: State, comment_id: str, wanted: int | None) -> tuple[Score | None, bool]:
     """Live counts from Redis (waiting for ``wanted``), or ``(None, True)`` if Redis is down."""
     reads = state.redis_reads
@@ -171,7 +203,7 @@ async def _counts(state: State, comment_id: str, wanted: int | None) -> tuple[Sc
                 own = found.position if found else 0
                 return own if own >= wanted else max(own, await reads.low_water())
 
-            await wait_for_position(wanted, position, state.config.read_wait_ms / 1000)
+            await _reach(state, wanted, position)
         return await reads.score(comment_id), False
     except STORE_DOWN:
         return None, True
@@ -194,7 +226,7 @@ async def _document(state: State, comment_id: str, wanted: int | None) -> dict[s
 
     try:
         if wanted:
-            await wait_for_position(wanted, position, state.config.read_wait_ms / 1000)
+            await _reach(state, wanted, position, "comments")
         else:
             await position()
     except INDEX_DOWN:
@@ -322,7 +354,7 @@ async def _wait_low_water(state: State, wanted: int | None) -> int:
     """Wait until the Redis projection's low-water mark reaches ``wanted``; return the mark."""
     reads = state.redis_reads
     if wanted:
-        return await wait_for_position(wanted, reads.low_water, state.config.read_wait_ms / 1000)
+        return await _reach(state, wanted, reads.low_water)
     return int(await reads.low_water())
 
 
@@ -336,7 +368,7 @@ async def _wait_low_water(state: State, wanted: int | None) -> int:
 async def list_comments(
     request: Request[Any, Any, Any],
     state: State,
-    commentable_id: FromPath[str],
+    commentable_id: CommentablePath,
     min_position: MinPosition = 0,
     min_position_header: MinPositionHeader = "",
     sort: Sort = "top",
@@ -445,21 +477,18 @@ async def _documents(
     behind Redis: a body still missing is waited for (boundedly) until that projector has
     reached the comment's own position, so a list does not show a comment without its text."""
 
-    async def comments_reach(position: int) -> None:
+    async def comments_reach(position: int, asked: bool) -> None:
         with contextlib.suppress(NotYet, *STORE_DOWN):
-            await wait_for_position(
-                position,
-                lambda: state.redis_reads.low_water("comments"),
-                state.config.read_wait_ms / 1000,
-            )
+            low_water = state.redis_reads.low_water
+            await _reach(state, position, lambda: low_water("comments"), "comments", asked)
 
     if wanted:
-        await comments_reach(wanted)
+        await comments_reach(wanted, asked=True)
     es = state.es_reads
     docs: dict[str, dict[str, Any]] = await es.comments(comment_ids, fresh=bool(wanted))
     missing = [c for c in comment_ids if c not in docs and c in counts]
     if missing:
-        await comments_reach(max(counts[c].position for c in missing))
+        await comments_reach(max(counts[c].position for c in missing), asked=False)
         docs |= await es.comments(missing, fresh=True)
     return docs
 
@@ -488,7 +517,9 @@ async def search_comments(
     request: Request[Any, Any, Any],
     state: State,
     q: Annotated[str, Parameter(min_length=1, max_length=200)],
-    commentable_id: Annotated[str | None, Parameter(max_length=128)] = None,
+    commentable_id: Annotated[
+        str | None, Parameter(pattern=COMMENTABLE_ID_PATTERN, max_length=COMMENTABLE_ID_MAX)
+    ] = None,
     author_id: Annotated[
         str | None, Parameter(max_length=128, description="only this user's comments")
     ] = None,
@@ -526,10 +557,8 @@ async def search_comments(
     visible_since = None
     if wanted:
         try:
-            reached = await wait_for_position(
-                wanted,
-                lambda: state.redis_reads.low_water("comments"),
-                state.config.read_wait_ms / 1000,
+            reached = await _reach(
+                state, wanted, lambda: state.redis_reads.low_water("comments"), "comments"
             )
             headers["X-Tally-Position"] = str(reached)
         except STORE_DOWN:  # the marks live in Redis: refresh anyway, and say so

@@ -10,8 +10,15 @@ import msgspec
 
 from schemas.events import VoteValue
 
+# One rule for a commentable's id wherever one comes in: written, read, searched, streamed.
+COMMENTABLE_ID_CHARS = "A-Za-z0-9_.:-"
+COMMENTABLE_ID_MAX = 128
+COMMENTABLE_ID_PATTERN = rf"^[{COMMENTABLE_ID_CHARS}]{{1,{COMMENTABLE_ID_MAX}}}$"
 CommentableId = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=COMMENTABLE_ID_MAX, pattern=rf"^[{COMMENTABLE_ID_CHARS}]+$"
+    ),
 ]
 # Text that PostgreSQL's jsonb and Elasticsearch take as it is: no NUL or other control
 # characters (tab, newline and carriage return are fine), no Unicode non-characters.

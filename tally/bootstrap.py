@@ -22,17 +22,20 @@ from litestar import Litestar
 from prometheus_client import start_http_server
 from psycopg_pool import AsyncConnectionPool
 
+from command_api.answered_head import recording_head
 from command_api.app import CommandApiConfig
 from command_api.app import create_app as create_command_app
 from command_api.executor import CommandExecutor
 from command_api.group_commit import GroupCommitter, Submit, with_deadline
 from command_api.idempotency import delete_expired_keys
-from command_api.rate_limit import Limit, RateLimiter
+from command_api.rate_limit import RateLimiter
 from command_api.services import CommandServices
 from command_api.work import Outcome, WorkItem
 from event_store.postgres import PostgresEventStore, connection_options
 from event_store.relay import OutboxRelay, RelayConfig
-from kernel.auth import AuthConfig, TokenVerifier, auth_config_problems
+from kernel.auth import MIN_SECRET_BYTES, AuthConfig, TokenVerifier, auth_config_problems
+from kernel.limit_tiers import global_tier, per_address, per_endpoint
+from kernel.limits import Limit
 from kernel.redis_client import AnyRedis
 from kernel.settings import Settings, SettingsError, get_settings
 from kernel.web_contract import parse_origins
@@ -46,6 +49,7 @@ from projectors.progress import ProgressBoard
 from projectors.rebuilder import Rebuilder
 from projectors.rebuilds import IndexRebuild, Rebuild, RedisGenerationRebuild
 from projectors.reconciler import Reconciler, ReconcilerConfig
+from projectors.redis_keys import progress_channel
 from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import ProjectorRunner, RunnerConfig
 from query_api.app import QueryApiConfig, QueryServices
@@ -348,6 +352,9 @@ def auth_config(settings: Settings) -> AuthConfig:
 def check_auth_settings(settings: Settings) -> None:
     """Refuse to serve with JWT settings unfit for this environment (one clear line)."""
     problems = auth_config_problems(auth_config(settings), settings.local)
+    if not settings.local and len(settings.cursor_secret.encode()) < MIN_SECRET_BYTES:
+        # Derived from the JWT secret it would be public in JWKS mode (the default secret).
+        problems.append(f"TALLY_CURSOR_SECRET must be set, at least {MIN_SECRET_BYTES} bytes")
     if problems:
         raise SettingsError(
             "; ".join(problems) + " (set real JWT settings, or TALLY_ENV=local for a local run)"
@@ -395,11 +402,13 @@ async def command_services(settings: Settings) -> AsyncIterator[CommandServices]
         max_connections=64,
     )
     executor = CommandExecutor(pool, settings.idempotency_ttl_seconds)
+    board = ProgressBoard(redis, settings.kafka_group_prefix)
+    run = recording_head(executor.run, board, settings.redis_timeout_ms / 1000)
     committer: GroupCommitter | None = None
     submit: Submit
     if settings.group_commit:
         committer = GroupCommitter(
-            executor.run,
+            run,
             settings.group_commit_max_wait_ms,
             settings.group_commit_max_batch,
             settings.group_commit_workers,
@@ -411,7 +420,7 @@ async def command_services(settings: Settings) -> AsyncIterator[CommandServices]
     else:
 
         async def submit_alone(item: WorkItem) -> Outcome:
-            return (await executor.run([item]))[0]
+            return (await run([item]))[0]
 
         submit = submit_alone
 
@@ -453,6 +462,11 @@ def command_app(settings: Settings | None = None) -> Litestar:
             max_body_bytes=settings.max_body_bytes,
             cors_origins=parse_origins(settings.cors_origins),
             fast_lane=settings.command_fast_lane,
+            trusted_proxies=settings.trusted_proxies,
+            limits=[
+                per_address(Limit(settings.write_limit_per_address, 60)),
+                global_tier(Limit(settings.requests_limit_per_worker, 10)),
+            ],
         ),
     )
 
@@ -473,6 +487,7 @@ async def query_services(settings: Settings) -> AsyncIterator[QueryServices]:
         subscriber,
         settings.live_max_streams,
         settings.live_max_streams_per_client,
+        progress=progress_channel(settings.kafka_group_prefix),
     )
     live.start()
     try:
@@ -509,5 +524,16 @@ def query_app(settings: Settings | None = None) -> Litestar:
             read_wait_ms=settings.read_wait_ms,
             page_cache_ms=settings.page_cache_ms,
             cors_origins=parse_origins(settings.cors_origins),
+            trusted_proxies=settings.trusted_proxies,
+            live_write_seconds=settings.live_write_seconds,
+            limits=[
+                per_address(Limit(settings.read_limit_per_address, 60)),
+                per_endpoint(
+                    "search",
+                    r"^/api/comments/search$",
+                    Limit(settings.search_limit_per_address, 60),
+                ),
+                global_tier(Limit(settings.requests_limit_per_worker, 10)),
+            ],
         ),
     )

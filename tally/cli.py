@@ -193,7 +193,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         access_log=False,
         timeout_graceful_shutdown=5,  # open live streams must not hold a shutdown forever
         loop="uvloop",
-        http="httptools",
+        http="tally.http_limits:LimitedHttpToolsProtocol",  # httptools, with head limits
+        limit_concurrency=settings.http_max_requests or None,
+        proxy_headers=False,  # kernel.client_address reads X-Forwarded-For, from trusted proxies
     )
     return 0
 

@@ -23,6 +23,7 @@ from event_store.relay import publish_all
 from kernel.settings import Settings, as_environment
 from projectors.base import Projection
 from projectors.fold import fold
+from projectors.progress import ProgressBoard
 from projectors.redis_keys import prefix
 from projectors.runner import ProjectorRunner
 from schemas.envelope import Envelope
@@ -182,3 +183,9 @@ def redis_server_name(settings: Settings) -> str:
 def env_of(settings: Settings) -> dict[str, str]:
     """The ``TALLY_*`` environment that reproduces ``settings`` in a child process."""
     return as_environment(settings)
+
+
+async def answered(settings: Settings, redis: Any, position: int) -> None:
+    """Record ``position`` as answered, as the command API does before it answers a command:
+    a test that appends to the log itself holds a position no command answered."""
+    await ProgressBoard(redis, settings.kafka_group_prefix).publish_head(position)

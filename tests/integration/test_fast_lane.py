@@ -22,7 +22,7 @@ from query_api.fast_lane import SCORE_ROUTE
 from schemas.envelope import Envelope
 from schemas.events import CommentPosted, Event, VoteCast
 from tally.bootstrap import query_app
-from tests.pipeline import isolated
+from tests.pipeline import answered, isolated
 
 
 class _Log:
@@ -77,6 +77,7 @@ async def test_a_plain_score_read_answers_what_the_route_answers(
 ) -> None:
     config = isolated(settings)
     _, log, comment_id = await _projected(config, redis)
+    await answered(config, redis, log.position)
     async with AsyncTestClient(query_app(config)) as client:
         before = _served(config)
         fast = await client.get(

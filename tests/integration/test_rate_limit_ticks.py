@@ -8,7 +8,8 @@ import uuid
 
 from redis.asyncio import Redis
 
-from command_api.rate_limit import Limit, Quota, RateLimited, RateLimiter
+from command_api.rate_limit import RateLimited, RateLimiter
+from kernel.limits import Limit, Quota
 
 
 async def _in_one_tick(limiter: RateLimiter, users: list[str]) -> list[Quota | Exception | None]:

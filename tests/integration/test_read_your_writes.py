@@ -24,7 +24,7 @@ from projectors.progress import ProgressBoard
 from projectors.redis_scores import RedisScoresProjection
 from schemas.events import CommentPosted, VoteCast
 from tally.bootstrap import open_stores, query_app
-from tests.pipeline import isolated
+from tests.pipeline import answered, isolated
 
 
 async def test_a_comment_read_waits_for_its_body_as_well_as_its_counts(
@@ -57,6 +57,7 @@ async def test_a_comment_read_waits_for_its_body_as_well_as_its_counts(
         )
     envelopes = [e async for batch in PostgresEventStore(apool).read_all() for e in batch]
     position = envelopes[-1].position
+    await answered(config, redis, position)
     scores = RedisScoresProjection(redis, config.redis_generation)
     await scores.mark_intact()
     await scores.apply(envelopes)
@@ -129,6 +130,7 @@ async def test_min_position_is_a_session_token_while_one_partition_is_behind(
     mark = await positions.save(apool, projection, behind, new_epoch=False)
     assert mark == envelopes[1].position < a_vote.position
     await board.publish("redis", mark)
+    await answered(config, redis, b_vote.position)
 
     bob = {"Authorization": f"Bearer {mint_token('bob', config.jwt_secret, 600)}"}
     session = {"min_position": a_vote.position}

@@ -100,7 +100,7 @@ async def test_one_vote_is_one_trace_from_the_http_command_to_the_projection(
     redis: Redis,
     exported: InMemorySpanExporter,
 ) -> None:
-    config = isolated(settings)
+    config = isolated(settings, trusted_proxies="*")  # the caller is a proxy of ours
     caller = {"traceparent": f"00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-01"}
     _, position = await vote_over_http(config, caller)
 
@@ -170,3 +170,14 @@ async def test_with_tracing_off_no_trace_context_is_stored(
     # TALLY_OTEL_EXPORTER=none, the default: no tracer, no spans, no traceparent stored.
     _, position = await vote_over_http(isolated(settings), {})
     assert await stored_traceparent(apool, position) is None
+
+
+async def test_an_untrusted_callers_trace_context_neither_forces_sampling_nor_names_the_trace(
+    settings: Settings, apool: AsyncConnectionPool[Any], exported: InMemorySpanExporter
+) -> None:
+    config = isolated(settings, trusted_proxies="10.0.0.0/8")  # the test client is no proxy
+    forced = f"00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-01"  # "sampled", with its own trace id
+    await vote_over_http(config, {"traceparent": forced})
+    http = one(list(exported.get_finished_spans()), "PUT /api/comments/{comment_id:uuid}/vote")
+    assert http.context.trace_id != CALLER_TRACE and http.parent is None  # a trace of our own
+    assert (http.attributes or {})["tally.client_traceparent"] == forced

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -180,7 +181,7 @@ async def test_a_storm_of_first_pages_keeps_redis_memory_flat(
     snapshot_max = 200
     async with queries(ranking_snapshot_max=snapshot_max, ranking_snapshot_seconds=5) as client:
         first = await client.get(f"/api/commentables/{thread}/comments?limit=50")
-        assert first.status_code == 200 and len(first.json()["comments"]) == 50
+        assert first.status_code == 200 and len(first.json()["comments"]) == 50, first.text
         before = await memory()
         requests, started = 0, time.monotonic()
         while time.monotonic() - started < 12:  # across three snapshot buckets
@@ -221,3 +222,35 @@ async def test_readers_with_fresh_positions_cannot_pile_up_snapshots(
     # Own ones: one per half-second slot at most; shared ones: one per 5 s bucket.
     assert len(snapshots) <= 2 * elapsed + 1 + elapsed / 5 + 1, (len(snapshots), elapsed)
     print(f"12 fresh reads in {elapsed:.1f} s made {len(snapshots)} snapshots")
+
+
+async def test_a_live_client_that_stops_reading_is_closed_and_its_slot_comes_back(
+    config: Settings, clean_store: AsyncConnectionPool[Any], redis: Redis
+) -> None:
+    config = msgspec.structs.replace(config, live_max_streams_per_client=1, live_write_seconds=1.0)
+    env = as_environment(config)
+    proc = serve("query-api", QUERY_PORT, env)
+    try:
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it never reads
+        stalled.connect(("127.0.0.1", QUERY_PORT))
+        stalled.sendall(b"GET /api/commentables/slow/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.5)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{QUERY_PORT}") as client:
+            second = await client.get("/api/commentables/slow/live", timeout=5)
+            assert second.status_code == 429  # its one slot is taken
+            payload = b"x" * 2000
+            deadline = time.monotonic() + 30
+            while True:  # fill its socket, then wait for the server to give up on it
+                for _ in range(200):
+                    await redis.publish(
+                        live_channel("slow"), b'{"position": 1, "p": "%s"}' % payload
+                    )
+                async with client.stream("GET", "/api/commentables/slow/live", timeout=5) as again:
+                    if again.status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the stalled stream kept its slot"
+                await asyncio.sleep(0.5)
+        stalled.close()
+    finally:
+        stop_process(proc)

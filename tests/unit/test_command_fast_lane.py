@@ -11,10 +11,11 @@ import pytest
 import structlog
 
 from command_api.fast_lane import fast_lane
-from command_api.rate_limit import Quota, RateLimited
+from command_api.rate_limit import RateLimited
 from command_api.services import CommandServices
 from command_api.work import Accepted, Outcome, WorkItem
 from kernel.auth import TokenVerifier, mint_token
+from kernel.limits import Quota
 from kernel.problems import PROBLEM_JSON
 
 SECRET = "a-unit-test-secret-that-is-long-enough"

@@ -17,9 +17,10 @@ from litestar.testing import AsyncTestClient
 
 from command_api.app import create_app
 from command_api.memory import InMemoryCommands
-from command_api.rate_limit import Quota, RateLimited
+from command_api.rate_limit import RateLimited
 from command_api.services import CommandServices
 from kernel.auth import TokenVerifier, mint_token
+from kernel.limits import Quota
 from schemas.events import CommentPosted, VoteCast
 
 SECRET = "a-unit-test-secret-that-is-long-enough"
