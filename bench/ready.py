@@ -1,13 +1,14 @@
 """``tally run``: from ``ready:`` to a vote being readable, and from a projector's death to it.
 
-    python -m bench.ready [--restarts 5] [--kills 5]
+    python -m bench.ready [--restarts 5] [--kills 3] [--spacing 65]
 
 Starts ``tally run`` on the `make run` stack (own database, topic, groups, keyspace and ports)
 ``--restarts`` times. Each time, the moment ``ready:`` is printed, a vote is cast on a comment
 recorded before the start and read back with ``min_position``: the time from the ready line to
-that answer. Then, on the last run, the projector process is SIGKILLed ``--kills`` times (the
-supervisor restarts it); after each kill a vote is cast and read with ``min_position`` until it
-answers: the time from the kill to a readable vote.
+that answer. Then, on the last run, the projector process is SIGKILLed ``--kills`` times,
+``--spacing`` seconds apart (more than the supervisor's minute of stability, so each restart
+comes after its first backoff, as after a lone crash); after each kill a vote is cast and read
+with ``min_position`` until it answers: the time from the kill to a readable vote.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import psycopg
 import uvloop
 
 from bench.common import (
@@ -31,11 +33,9 @@ from bench.common import (
     fresh_bench_database,
     percentile,
     prepare_stack,
-    record,
     report,
-    synthetic_history,
 )
-from event_store.port import PendingEvent
+from event_store.seed import SeedPlan, seed
 from kernel.auth import mint_token
 from kernel.settings import Settings, as_environment, get_settings
 
@@ -125,16 +125,15 @@ def vote_and_read(client: httpx.Client, token: str, comment: str, value: int) ->
 
 
 def seeded_comment(settings: Settings) -> str:
-    """Record a small history (its outbox too) before the start; one of its comments' ids."""
-    pending = [
-        PendingEvent(stream_id=e.stream_id, stream_version=e.stream_version, event=e.event)
-        for e in synthetic_history(200, commentables=2, comments=20)
-    ]
-    uvloop.run(record(settings, pending))
-    return str(pending[0].event.comment_id)
+    """Seed a small history (write model and outbox too) before the start; one comment's id."""
+    uvloop.run(seed(settings.pg_dsn, SeedPlan(events=200, commentables=2, comments=20)))
+    with psycopg.connect(settings.pg_dsn) as conn:
+        row = conn.execute("SELECT comment_id FROM comments LIMIT 1").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
-def measure(settings: Settings, restarts: int, kills: int) -> dict[str, Any]:
+def measure(settings: Settings, restarts: int, kills: int, spacing: float) -> dict[str, Any]:
     env = {**os.environ, **as_environment(settings), **{k: str(v) for k, v in PORTS.items()}}
     env |= {"TALLY_ENV": "local", "TALLY_LOG_FORMAT": "json", "TALLY_LOG_LEVEL": "warning"}
     env |= {"TALLY_VOTE_RATE_LIMIT": "100000", "COLUMNS": "300"}
@@ -155,7 +154,7 @@ def measure(settings: Settings, restarts: int, kills: int) -> dict[str, Any]:
                 to_readable.append(time.monotonic() - ready)
                 late_reads += timeouts
                 if n == restarts - 1:
-                    failovers = kill_projector(run, client, tokens, comment, kills)
+                    failovers = kill_projector(run, client, tokens, comment, kills, spacing)
             finally:
                 run.stop()
     to_readable.sort()
@@ -166,19 +165,20 @@ def measure(settings: Settings, restarts: int, kills: int) -> dict[str, Any]:
         "ready_to_readable_p50_ms": round(percentile(to_readable, 0.5) * 1000, 1),
         "ready_to_readable_max_ms": round(to_readable[-1] * 1000, 1),
         "reads_answered_504": late_reads,
+        "kill_spacing_s": spacing,
         "kill_to_readable_s": [round(s, 2) for s in failovers],
         "kill_to_readable_max_s": round(max(failovers), 2) if failovers else None,
     }
 
 
 def kill_projector(
-    run: Run, client: httpx.Client, tokens: list[str], comment: str, kills: int
+    run: Run, client: httpx.Client, tokens: list[str], comment: str, kills: int, spacing: float
 ) -> list[float]:
     """SIGKILL the projector ``kills`` times; per kill, seconds until a vote cast at once is
     readable."""
     taken = []
     for n in range(kills):
-        time.sleep(3)  # a steady system between kills
+        time.sleep(spacing if n else 3)  # a steady system between kills
         pid = run.projector_pid()
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
@@ -191,7 +191,8 @@ def kill_projector(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--restarts", type=int, default=5)
-    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--spacing", type=float, default=65.0)
     args = parser.parse_args()
     prepare_stack(get_settings())
     settings = bench_settings(get_settings())
@@ -201,7 +202,7 @@ def main() -> None:
     )
     uvloop.run(fresh_bench_database(settings))
     try:
-        result = measure(settings, args.restarts, args.kills)
+        result = measure(settings, args.restarts, args.kills, args.spacing)
     finally:
         uvloop.run(drop_keyspace(settings))
     print(

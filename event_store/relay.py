@@ -85,6 +85,7 @@ class OutboxRelay:
         self._locked = False
         self._watermarked_at = 0.0
         self._watermarked = -1
+        self._deleted_upto = 0  # the outbox holds nothing at or below it (see fetch_batch)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stand by until the lease is free, then publish; until ``stop`` is set."""
@@ -143,6 +144,7 @@ class OutboxRelay:
         """Publish until stopped or the lease is lost; Kafka errors are retried here."""
         config = self._config
         producer = make_producer(config.kafka, config.idempotent_producer, config.kafka_timeout_ms)
+        self._deleted_upto = 0  # another leader may have been at work: start from the oldest
         try:
             await self._bounded(producer.start())
             # Before the producer asks for the topic's metadata: a broker that creates topics
@@ -195,7 +197,7 @@ class OutboxRelay:
         """Publish one batch of outbox rows and delete them once acked; return how many."""
         config = self._config
         async with self._pool.connection() as conn:
-            rows = await outbox.fetch_batch(conn, config.batch_size)
+            rows = await outbox.fetch_batch(conn, config.batch_size, self._deleted_upto)
             if not rows:
                 return 0
             partitions = await self._follow_topic(conn, producer)
@@ -230,6 +232,7 @@ class OutboxRelay:
                 conn, self.lease, rows[0].position, rows[-1].position, changed
             )
             self.chain.last = last
+            self._deleted_upto = rows[-1].position
         PUBLISHED.inc(len(rows))
         return len(rows)
 

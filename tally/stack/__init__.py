@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable
 
 import msgspec
+import psycopg
 
 from kernel.settings import Settings
 from tally.stack.base import (
@@ -53,8 +54,9 @@ __all__ = [
 
 
 def postgres_server(settings: Settings) -> Postgres:
-    """The local stack's PostgreSQL for ``settings``."""
-    return Postgres(settings, port_of(settings.pg_dsn, 5432))
+    """The local stack's PostgreSQL for ``settings`` (a URL or a key=value DSN)."""
+    port = psycopg.conninfo.conninfo_to_dict(settings.pg_dsn).get("port") or 5432
+    return Postgres(settings, int(port))
 
 
 def kafka_server(settings: Settings) -> Kafka:
