@@ -22,7 +22,7 @@ from litestar import Litestar
 from prometheus_client import start_http_server
 from psycopg_pool import AsyncConnectionPool
 
-from command_api.answered_head import recording_head
+from command_api.answered_head import HeadRecorder, recording_head
 from command_api.app import CommandApiConfig
 from command_api.app import create_app as create_command_app
 from command_api.executor import CommandExecutor
@@ -403,7 +403,8 @@ async def command_services(settings: Settings) -> AsyncIterator[CommandServices]
     )
     executor = CommandExecutor(pool, settings.idempotency_ttl_seconds)
     board = ProgressBoard(redis, settings.kafka_group_prefix)
-    run = recording_head(executor.run, board, settings.redis_timeout_ms / 1000)
+    recorder = HeadRecorder(board.publish_head, settings.redis_timeout_ms / 1000)
+    run = recording_head(executor.run, recorder)
     committer: GroupCommitter | None = None
     submit: Submit
     if settings.group_commit:
@@ -449,6 +450,7 @@ async def command_services(settings: Settings) -> AsyncIterator[CommandServices]
         cleanup.cancel()
         if committer is not None:
             await committer.stop()
+        await recorder.stop()
         await pool.close()
         await redis.aclose()
 
