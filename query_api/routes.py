@@ -15,6 +15,7 @@ import msgspec
 from elasticsearch import ApiError, TransportError
 from litestar import Request, Response, get
 from litestar.datastructures import State
+from litestar.exceptions import ValidationException
 from litestar.params import FromPath, Parameter
 from redis.exceptions import (
     BusyLoadingError,
@@ -41,7 +42,7 @@ from query_api.views import (
     SearchResults,
     comment_out,
 )
-from schemas.api import COMMENTABLE_ID_MAX, COMMENTABLE_ID_PATTERN
+from schemas.api import COMMENTABLE_ID_MAX, COMMENTABLE_ID_PATTERN, parse_timestamp
 
 # Redis is down, busy, full or lost its data: reads fall back or answer 503. Any other Redis
 # error is a bug, and says so (500), instead of passing for an outage.
@@ -504,6 +505,21 @@ SearchCursorParam = Annotated[
 ]
 
 
+# RFC 3339, time zone included: litestar alone would also take "0" (1970) or a naive time.
+_TIME: dict[str, Any] = {"schema_extra": {"format": "date-time"}, "max_length": 64}
+
+
+def _instant(name: str, text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_timestamp(text)
+    except ValueError as exc:
+        raise ValidationException(
+            extra=[{"key": name, "message": str(exc), "source": "query"}]
+        ) from None
+
+
 @get(
     "/api/comments/search",
     operation_id="search_comments",
@@ -524,10 +540,10 @@ async def search_comments(
         str | None, Parameter(max_length=128, description="only this user's comments")
     ] = None,
     since: Annotated[
-        datetime | None, Parameter(description="only comments created at or after this time")
+        str | None, Parameter(description="only comments created at or after this time", **_TIME)
     ] = None,
     until: Annotated[
-        datetime | None, Parameter(description="only comments created before this time")
+        str | None, Parameter(description="only comments created before this time", **_TIME)
     ] = None,
     sort: Annotated[
         SearchSort, Parameter(description="relevance (best match first) or new (newest first)")
@@ -545,8 +561,8 @@ async def search_comments(
         text=q,
         commentable_id=commentable_id,
         author_id=author_id,
-        since=since,
-        until=until,
+        since=_instant("since", since),
+        until=_instant("until", until),
         sort=sort,
     )
     after = None

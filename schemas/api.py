@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -20,6 +21,28 @@ CommentableId = Annotated[
         min_length=1, max_length=COMMENTABLE_ID_MAX, pattern=rf"^[{COMMENTABLE_ID_CHARS}]+$"
     ),
 ]
+# An RFC 3339 date-time, as OpenAPI's ``date-time`` format means it: a time zone is required
+# (a time without one names no instant), ``T`` between date and time, no leap second.
+TIMESTAMP_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}[Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?"
+    r"([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """The instant ``text`` (an RFC 3339 date-time) names; ``ValueError`` for anything else,
+    an impossible date (February 30) included."""
+    if not re.fullmatch(TIMESTAMP_PATTERN, text):
+        raise ValueError("not an RFC 3339 date-time with a time zone (2026-12-04T10:00:00Z)")
+    date, time = text[:10], text[11:]
+    zone_at = max(time.rfind("+"), time.rfind("-"), time.upper().rfind("Z"))
+    clock, zone = time[:zone_at], time[zone_at:].upper()
+    whole, _, fraction = clock.partition(".")
+    micros = (fraction + "000000")[:6]
+    offset = "+00:00" if zone == "Z" else zone
+    return datetime.fromisoformat(f"{date}T{whole}.{micros}{offset}")
+
+
 # Text that PostgreSQL's jsonb and Elasticsearch take as it is: no NUL or other control
 # characters (tab, newline and carriage return are fine), no Unicode non-characters.
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]*$"
