@@ -118,7 +118,7 @@ def limit_tiers(app: ASGIApp, tiers: list[Tier], buckets: LocalBuckets | None = 
 
         async def with_quota(message: Message) -> None:
             if message["type"] == "http.response.start":
-                names = {name for name, _ in message.get("headers", [])}
+                names = {name.lower() for name, _ in message.get("headers", [])}
                 message["headers"] = [
                     *message.get("headers", []),
                     *(h for h in extra if h[0] not in names),  # the user tier's own win

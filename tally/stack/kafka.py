@@ -27,6 +27,7 @@ from tally.stack.base import (
     StackError,
     pid_alive,
     port_of,
+    port_open,
     read_pid,
     start_process,
     stop_process,
@@ -223,6 +224,14 @@ class Kafka(Server):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             wait_for(lambda: not pid_alive(pid), 10, f"kafka node {node.node_id} to die")
+            # A JVM's main thread can be a zombie while its other threads still exit and hold
+            # the listeners: restarting must not find its own ports taken.
+            ports = (node.port, node.controller_port)
+            wait_for(
+                lambda: not any(port_open(p) for p in ports),
+                30,
+                f"kafka node {node.node_id}'s ports",
+            )
         node.pid_file.unlink(missing_ok=True)
 
     def lose_disk(self, node: KafkaNode) -> None:
