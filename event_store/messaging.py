@@ -208,4 +208,8 @@ def make_consumer(
         metadata_max_age_ms=5000,
         request_timeout_ms=timeout_ms,
         fetch_max_wait_ms=50,  # a new score should show in milliseconds, not half a second
+        # A batch drawn from fewer partitions holds fewer comments, each with more of its votes
+        # folded into one write (see docs/performance.md); at most this much is buffered per
+        # partition.
+        max_partition_fetch_bytes=4 * 1024 * 1024,
     )

@@ -10,6 +10,7 @@ group commit shares it among many commands, which keeps the serialized part shor
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -286,9 +287,11 @@ class PostgresEventStore:
                 " AND position <= %s ORDER BY position",
                 (list(comment_ids), until if until is not None else 2**62),
             )
-            for row in await cur.fetchall():
+            for n, row in enumerate(await cur.fetchall(), 1):
                 envelope = envelope_from_row(row)
                 histories[str(envelope.event.comment_id)].append(envelope)
+                if not n % 500:  # a reconciler's check of hot comments must not stall the
+                    await asyncio.sleep(0)  # live projection sharing the loop
         return histories
 
     async def comments_touched(self, after: int, upto: int, limit: int) -> list[str]:

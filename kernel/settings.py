@@ -142,7 +142,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A leader that stops renewing for this long is replaced by a standby.
     relay_lease_seconds: float = 10.0
     relay_watermark_interval_ms: float = 200.0
-    projector_batch_size: int = 2000
+    projector_batch_size: int = 4000  # events per batch at most (a backlog fills them)
     projector_metrics_port: int = 9102
     # A stable name for this projector process in its consumer groups (Kafka static
     # membership): restarted under the same name, it takes its partitions back at once instead

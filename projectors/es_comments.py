@@ -13,6 +13,7 @@ that document is not written (it would hold only the counts of this batch), and
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -92,6 +93,7 @@ class EsCommentsProjection:
         views = await self._stored(list(histories))
         findings = []
         for comment_id, history in histories.items():
+            await asyncio.sleep(0)  # folding a hot comment is long: the live batches go on
             view = views.get(UUID(comment_id))
             stored = None
             if view is not None:

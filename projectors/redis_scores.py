@@ -14,6 +14,7 @@ and ``ReadModelLost`` asks for a rebuild. So does a generation without its ``int
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -176,6 +177,7 @@ class RedisScoresProjection:
             rows = await pipe.execute()
         findings = []
         for n, (comment_id, history) in enumerate(items):
+            await asyncio.sleep(0)  # folding a hot comment is long: the live batches go on
             raw, votes = rows[2 * n], rows[2 * n + 1]
             stored = None
             if raw[3] is not None:
