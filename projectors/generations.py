@@ -12,7 +12,6 @@ match ``tally:g<base>.<n>:``, so dropping one generation never touches another.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import cast
 
@@ -38,20 +37,11 @@ class Generations:
         self.redis = redis
         self.base = base
         self._key = pointer_key(base)
-        self._cached = base
-        self._cached_at = -1.0e9
 
     async def current(self) -> str:
         """The live generation, read from Redis."""
         value = await cast(Awaitable[bytes | None], self.redis.hget(self._key, "current"))
         return value.decode() if value else self.base
-
-    async def current_cached(self) -> str:
-        """The live generation, at most ``READER_CACHE_SECONDS`` old (for readers)."""
-        if time.monotonic() - self._cached_at > READER_CACHE_SECONDS:
-            self._cached = await self.current()
-            self._cached_at = time.monotonic()
-        return self._cached
 
     async def written(self) -> list[str]:
         """The generations the live projector writes: the current one, then any retiring one."""

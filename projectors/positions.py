@@ -76,10 +76,3 @@ async def save(
             )
         ).fetchone()
     return int(row[0]) if row else 0
-
-
-async def low_water_marks(pool: AsyncConnectionPool[Any]) -> dict[str, int]:
-    """Every projection's low-water mark (see ``LOW_WATER_MARKS``)."""
-    async with pool.connection() as conn:
-        rows = await (await conn.execute(LOW_WATER_MARKS)).fetchall()
-    return {str(name): int(mark) for name, mark in rows}
