@@ -10,7 +10,7 @@ import structlog
 from litestar import Request, Response, delete, patch, post, put
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from command_api.answers import answer_command
 from command_api.deciders.comment import DeleteComment, EditComment, PostComment
@@ -30,8 +30,8 @@ from schemas.api import (
 
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         required=False,
         pattern=r"^[\x21-\x7e]{1,255}$",
         description="1 to 255 visible ASCII characters; the same key with the same body gets "

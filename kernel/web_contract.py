@@ -19,7 +19,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, Schema, SecurityScheme
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 from litestar.typing import FieldDefinition
 
 from kernel.problems import PROBLEM_JSON
@@ -99,9 +99,9 @@ def response_headers(*names: str) -> list[ResponseHeader]:
 
 # Accepted (and echoed) by every route: the correlation id of the request.
 REQUEST_ID = {
-    "request_id": Parameter(
-        str,
-        header="X-Request-ID",
+    "request_id": HeaderParameter(
+        annotation=str,
+        name="X-Request-ID",
         required=False,
         description="Correlation id, echoed back and logged (one is made when absent)",
     )

@@ -26,7 +26,7 @@ from litestar import Request, get
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter
@@ -134,8 +134,8 @@ async def stream_scores(
     commentable_id: CommentablePath,
     last_event_id: Annotated[
         str | None,
-        Parameter(
-            header="Last-Event-ID",
+        HeaderParameter(
+            name="Last-Event-ID",
             required=False,
             description="Resume after this position: the stream opens with what changed since "
             "(anything but a position starts afresh)",

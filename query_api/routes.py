@@ -16,7 +16,7 @@ from elasticsearch import ApiError, TransportError
 from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import ValidationException
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, HeaderParameter, Parameter, QueryParameter
 from redis.exceptions import (
     BusyLoadingError,
     MaxConnectionsError,
@@ -60,12 +60,13 @@ STORE_DOWN = (
 INDEX_DOWN = (ApiError, TransportError, OSError)
 _IDS = re.compile(r"^[0-9a-fA-F-]{36}$")
 
-Sort = Literal["top", "new", "best", "controversial", "hot"]
+SortOrder = Literal["top", "new", "best", "controversial", "hot"]
+Sort = Annotated[SortOrder, QueryParameter(description="the order of the list")]
 # Not Optional: litestar drops the bounds of an optional parameter from the schema. 0: none.
 MinPosition = Annotated[
     int,
-    Parameter(
-        query="min_position",
+    QueryParameter(
+        name="min_position",
         ge=0,
         le=10**18,
         required=False,
@@ -76,8 +77,8 @@ MinPosition = Annotated[
 ]
 MinPositionHeader = Annotated[
     str,
-    Parameter(
-        header="X-Tally-Min-Position",
+    HeaderParameter(
+        name="X-Tally-Min-Position",
         required=False,
         pattern=r"^[0-9]{0,18}$",  # ASCII digits only: "²".isdigit() is true
         description="Same as min_position, as a header",
@@ -101,7 +102,7 @@ PageCursor = Annotated[
 ]
 IfNoneMatch = Annotated[
     str,
-    Parameter(header="If-None-Match", required=False, description="An ETag of an earlier page"),
+    HeaderParameter(name="If-None-Match", required=False, description="An ETag of an earlier page"),
 ]
 # A commentable id as the write side takes it: anything else cannot have comments.
 CommentablePath = Annotated[
@@ -496,8 +497,8 @@ async def _documents(
 
 SearchCursorParam = Annotated[
     str,
-    Parameter(
-        query="cursor",
+    QueryParameter(
+        name="cursor",
         pattern=r"^([A-Za-z0-9_-]{22,512})?$",  # empty: the first page
         required=False,
         description="next_cursor of the previous page of the same search (opaque, signed)",
