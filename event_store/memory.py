@@ -3,7 +3,7 @@ shared contract test), and what ``command_api.memory`` writes through."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 from event_store.errors import ConcurrencyError
@@ -102,14 +102,21 @@ class InMemoryEventStore:
         return len(self._log)
 
     async def read_comments(
-        self, comment_ids: Sequence[str], until: int | None = None
+        self,
+        comment_ids: Sequence[str],
+        until: int | None = None,
+        after: Mapping[str, int] | None = None,
     ) -> dict[str, list[Envelope]]:
         """See ``EventStore.read_comments``."""
-        wanted = set(comment_ids)
+        after = after or {}
         histories: dict[str, list[Envelope]] = {c: [] for c in comment_ids}
         for envelope in self._log:
             comment_id = str(envelope.event.comment_id)
-            if comment_id in wanted and (until is None or envelope.position <= until):
+            if (
+                comment_id in histories
+                and envelope.position > after.get(comment_id, 0)
+                and (until is None or envelope.position <= until)
+            ):
                 histories[comment_id].append(envelope)
         return histories
 

@@ -7,7 +7,7 @@ the projector runner, the reconciler, verify and the in-memory write side use it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 from uuid import UUID
 
@@ -71,9 +71,13 @@ class EventStore(Protocol):
         ...
 
     async def read_comments(
-        self, comment_ids: Sequence[str], until: int | None = None
+        self,
+        comment_ids: Sequence[str],
+        until: int | None = None,
+        after: Mapping[str, int] | None = None,
     ) -> dict[str, list[Envelope]]:
-        """Every event of each comment (its own and its votes) up to ``until``, in order."""
+        """Every event of each comment (its own and its votes) up to ``until``, in order;
+        with ``after``, only those above the position it gives for that comment."""
         ...
 
     async def comments_touched(self, after: int, upto: int, limit: int) -> list[str]:

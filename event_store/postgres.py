@@ -11,7 +11,7 @@ group commit shares it among many commands, which keeps the serialized part shor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -277,21 +277,32 @@ class PostgresEventStore:
                 yield batch
 
     async def read_comments(
-        self, comment_ids: Sequence[str], until: int | None = None
+        self,
+        comment_ids: Sequence[str],
+        until: int | None = None,
+        after: Mapping[str, int] | None = None,
     ) -> dict[str, list[Envelope]]:
         """See ``EventStore.read_comments`` (uses the ``events_by_comment`` index)."""
         histories: dict[str, list[Envelope]] = {c: [] for c in comment_ids}
+        after = after or {}
         async with self._pool.connection() as conn, conn.cursor() as cur:
+            # One index range per comment, from its own starting point.
             await cur.execute(
-                SELECT_ENVELOPE + " WHERE data->>'comment_id' = ANY(%s)"
-                " AND position <= %s ORDER BY position",
-                (list(comment_ids), until if until is not None else 2**62),
+                SELECT_ENVELOPE
+                + " JOIN unnest(%s::text[], %s::bigint[]) AS wanted(comment_id, after)"
+                " ON data->>'comment_id' = wanted.comment_id AND position > wanted.after"
+                " WHERE position <= %s ORDER BY position",
+                (
+                    list(comment_ids),
+                    [after.get(c, 0) for c in comment_ids],
+                    until if until is not None else 2**62,
+                ),
             )
-            for n, row in enumerate(await cur.fetchall(), 1):
-                envelope = envelope_from_row(row)
-                histories[str(envelope.event.comment_id)].append(envelope)
-                if not n % 500:  # a reconciler's check of hot comments must not stall the
-                    await asyncio.sleep(0)  # live projection sharing the loop
+            while rows := await cur.fetchmany(500):
+                for row in rows:
+                    envelope = envelope_from_row(row)
+                    histories[str(envelope.event.comment_id)].append(envelope)
+                await asyncio.sleep(0)  # a long read must not stall a projection sharing the loop
         return histories
 
     async def comments_touched(self, after: int, upto: int, limit: int) -> list[str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from projectors.judging import Finding
+from projectors.judging import CommentHistory, Finding
 from schemas.envelope import Envelope, Recorded
 
 
@@ -58,7 +58,7 @@ class Projection(Protocol):
         ...
 
     async def reconcile(
-        self, histories: dict[str, list[Envelope]], low_water: int, repair: bool
+        self, histories: Mapping[str, CommentHistory], low_water: int, repair: bool
     ) -> list[Finding]:
         """Compare what it holds for each comment with the fold of the comment's history
         (``projectors.judging``); with ``repair``, write the fold, guarded by position."""

@@ -14,7 +14,7 @@ that document is not written (it would hold only the counts of this batch), and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -31,7 +31,7 @@ from projectors.es_indices import (
     mark_intact,
 )
 from projectors.fold import CommentView, evolve
-from projectors.judging import Finding, StoredComment, judge, truth_at
+from projectors.judging import CommentHistory, Finding, StoredComment, judge
 from schemas.envelope import Envelope
 from schemas.events import CommentPosted
 
@@ -87,13 +87,13 @@ class EsCommentsProjection:
             raise ReadModelLost(f"the comment index lost comments {sorted(map(str, lost))[:5]}")
 
     async def reconcile(
-        self, histories: dict[str, list[Envelope]], low_water: int, repair: bool
+        self, histories: Mapping[str, CommentHistory], low_water: int, repair: bool
     ) -> list[Finding]:
         """Compare each document with the fold of its comment's history; repair when asked."""
         views = await self._stored(list(histories))
         findings = []
         for comment_id, history in histories.items():
-            await asyncio.sleep(0)  # folding a hot comment is long: the live batches go on
+            await asyncio.sleep(0)  # the live batches go on between comments
             view = views.get(UUID(comment_id))
             stored = None
             if view is not None:
@@ -108,7 +108,7 @@ class EsCommentsProjection:
             if detail:
                 findings.append(Finding(self.name, comment_id, detail))
         if repair and findings:
-            truths = [truth_at(histories[f.comment_id]) for f in findings]
+            truths = [histories[f.comment_id].truth_at() for f in findings]
             await self._write([t.view for t in truths if t is not None], "external_gte")
         return findings
 

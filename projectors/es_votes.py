@@ -8,7 +8,7 @@ and the reconciler looks for missing documents. Votes older than the retention a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch
@@ -24,7 +24,7 @@ from projectors.es_indices import (
     mark_intact,
 )
 from projectors.es_votes_retention import within
-from projectors.judging import Finding
+from projectors.judging import CommentHistory, Finding
 from schemas.envelope import Envelope
 from schemas.events import VoteEvent
 
@@ -93,13 +93,14 @@ class EsVotesProjection:
             raise CannotApply(envelope, f"elasticsearch refused: {result}")
 
     async def reconcile(
-        self, histories: dict[str, list[Envelope]], low_water: int, repair: bool
+        self, histories: Mapping[str, CommentHistory], low_water: int, repair: bool
     ) -> list[Finding]:
-        """Find vote events at or below ``low_water`` without their document; index them."""
+        """Find vote events at or below ``low_water`` without their document; index them
+        (the events of each history: not those folded into its kept part)."""
         due = [
             e
             for history in histories.values()
-            for e in history
+            for e in history.events
             if e.position <= low_water and self._kept(e)
         ]
         if not due:

@@ -10,7 +10,9 @@ traffic or with the size of the log:
 
 A comment's history is read from the event store and handed to the projection's ``reconcile``
 (``projectors.judging`` decides what differs), which repairs through the same position guards as
-live events: a repair never moves a read model backwards. Both run under the switch fence, like
+live events: a repair never moves a read model backwards. Only the events after what an earlier
+pass folded are read (``projectors.kept_truths``), so a hot comment costs a pass its new events,
+not its whole history. Both run under the switch fence, like
 a live batch. What it finds is counted and logged: a repair is a bug or a loss healed, worth an
 alert (``ReadModelRepaired`` in compose).
 """
@@ -29,6 +31,7 @@ from event_store.port import EventStore
 from projectors.base import Projection
 from projectors.fence import SwitchFence
 from projectors.judging import Finding
+from projectors.kept_truths import KeptTruths
 from projectors.store_errors import classify
 
 log = structlog.get_logger(__name__)
@@ -54,6 +57,8 @@ class ReconcilerConfig(msgspec.Struct, frozen=True, kw_only=True):
     interval_seconds: float = 5.0
     recent_limit: int = 500
     sweep_batch: int = 200
+    kept_votes: int = 200_000  # the votes the kept folds may hold in all
+    kept_seconds: float = 600.0  # each history is read whole again at least this often
 
 
 class Reconciler:
@@ -74,6 +79,8 @@ class Reconciler:
         self._config = config
         self._recent_after: int | None = None
         self._cursor = ""
+        self._kept = KeptTruths(config.kept_votes, config.kept_seconds)
+        self._last_low_water = 0
         self.findings: list[Finding] = []  # of the last pass
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -96,6 +103,9 @@ class Reconciler:
         """One pass (recent, then the next sweep batch); returns what it found and repaired."""
         name = self.projection.name
         low_water = self._low_water()
+        if low_water < self._last_low_water:  # the projection starts over: so do the folds
+            self._kept.clear()
+        self._last_low_water = low_water
         findings: list[Finding] = []
         if self._recent_after is None:
             self._recent_after = low_water  # the sweep covers what came before
@@ -120,9 +130,14 @@ class Reconciler:
         if not comment_ids:
             return []
         name = self.projection.name
-        histories = await self._store.read_comments(comment_ids)
+        tails = await self._store.read_comments(
+            comment_ids, after=self._kept.positions(comment_ids)
+        )
+        histories = {c: self._kept.history(c, tails[c]) for c in comment_ids}
         async with self._fence.shared():
             findings = await self.projection.reconcile(histories, low_water, repair=True)
+        for comment_id, history in histories.items():
+            self._kept.keep(comment_id, history, low_water)
         CHECKED.labels(name, part).inc(len(comment_ids))
         if findings:
             wrong = {f.comment_id for f in findings}

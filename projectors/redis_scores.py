@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, cast
 from uuid import UUID
@@ -30,7 +30,7 @@ from projectors import redis_keys
 from projectors.base import CannotApply, ReadModelLost
 from projectors.compaction import CommentChange, compact
 from projectors.generations import Generations, scan_batches
-from projectors.judging import Finding, StoredComment, judge, truth_at
+from projectors.judging import CommentHistory, Finding, StoredComment, judge
 from projectors.store_errors import classify
 from schemas.envelope import Envelope, Recorded
 from schemas.events import CommentDeleted, CommentEdited, CommentPosted
@@ -161,24 +161,41 @@ class RedisScoresProjection:
         await mark_intact(self._redis, await self.generations.current())
 
     async def reconcile(
-        self, histories: dict[str, list[Envelope]], low_water: int, repair: bool
+        self, histories: Mapping[str, CommentHistory], low_water: int, repair: bool
     ) -> list[Finding]:
         """Compare each comment with the fold of its history; repair it when asked."""
         generation = await self.generations.current()
         items = [(cid, h) for cid, h in histories.items() if h]
+        # A history on top of a kept fold needs only its new voters' votes and the count.
+        voters = {cid: sorted(h.voters()) if h.known else None for cid, h in items}
         async with self._redis.pipeline(transaction=False) as pipe:
             for comment_id, history in items:
-                commentable = history[0].event.commentable_id
+                commentable = history.commentable_id
                 pipe.hmget(
                     redis_keys.comment_key(generation, commentable, comment_id),
                     ["up", "down", "deleted", "pos"],
                 )
-                pipe.hgetall(redis_keys.votes_key(generation, commentable, comment_id))
-            rows = await pipe.execute()
+                votes_key = redis_keys.votes_key(generation, commentable, comment_id)
+                some = voters[comment_id]
+                if some is None:
+                    pipe.hgetall(votes_key)
+                else:
+                    pipe.hlen(votes_key)
+                    if some:
+                        pipe.hmget(votes_key, some)
+            rows = iter(await pipe.execute())
         findings = []
-        for n, (comment_id, history) in enumerate(items):
-            await asyncio.sleep(0)  # folding a hot comment is long: the live batches go on
-            raw, votes = rows[2 * n], rows[2 * n + 1]
+        for comment_id, history in items:
+            await asyncio.sleep(0)  # the live batches go on between comments
+            raw = next(rows)
+            some = voters[comment_id]
+            count = None
+            if some is None:
+                votes = {u.decode(): int(v) for u, v in next(rows).items()}
+            else:
+                count = int(next(rows))
+                values = next(rows) if some else []
+                votes = {u: int(v) for u, v in zip(some, values, strict=True) if v is not None}
             stored = None
             if raw[3] is not None:
                 stored = StoredComment(
@@ -186,7 +203,9 @@ class RedisScoresProjection:
                     up=int(raw[0] or 0),
                     down=int(raw[1] or 0),
                     deleted=raw[2] == b"1",
-                    votes={u.decode(): int(v) for u, v in votes.items()},
+                    votes=votes,
+                    votes_of=None if some is None else frozenset(some),
+                    vote_count=count,
                 )
             detail = judge(stored, history, low_water)
             if detail:
@@ -197,12 +216,12 @@ class RedisScoresProjection:
                 await self._repair(written, [histories[c] for c in wrong])
         return findings
 
-    async def _repair(self, generation: str, histories: Iterable[list[Envelope]]) -> None:
+    async def _repair(self, generation: str, histories: Iterable[CommentHistory]) -> None:
         """Write each comment's fold, guarded by position, one call per commentable."""
         by_commentable: dict[str, list[list[object]]] = defaultdict(list)
         blocks: dict[str, _Blocks] = {}
         for history in histories:
-            truth = truth_at(history)
+            truth = history.truth_at()
             if truth is None:
                 continue
             view = truth.view

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from event_store.port import EventStore
 from projectors.base import Projection
+from projectors.judging import CommentHistory
 from schemas.envelope import Envelope
 
 CHUNK = 1000  # comments per comparison
@@ -66,7 +67,7 @@ async def check(projection: Projection, histories: dict[str, list[Envelope]], he
     report = Report(projection.name)
     ids = list(histories)
     for start in range(0, len(ids), CHUNK):
-        chunk = {c: histories[c] for c in ids[start : start + CHUNK]}
+        chunk = {c: CommentHistory(histories[c]) for c in ids[start : start + CHUNK]}
         findings = await projection.reconcile(chunk, head, repair=False)
         report.checked += len(chunk)
         report.mismatches += [str(f) for f in findings]

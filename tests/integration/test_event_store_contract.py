@@ -74,6 +74,11 @@ class EventStoreContract:
         )
         touched = await store.comments_touched(0, await store.head(), limit=10)
         assert touched == [str(CID), str(other)]  # most recently touched first
+        # Each comment from its own starting point: after its first event, only its vote; the
+        # other one whole.
+        tails = await store.read_comments([str(CID), str(other)], after={str(CID): mine[0]})
+        assert [e.position for e in tails[str(CID)]] == mine[1:]
+        assert [e.event for e in tails[str(other)]] == [elsewhere]
 
     async def test_comments_after_pages_through_every_comment_in_id_order(
         self, store: EventStore

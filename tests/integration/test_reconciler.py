@@ -4,7 +4,7 @@ the live projections' position guards."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -13,16 +13,21 @@ from elasticsearch import AsyncElasticsearch
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from command_api.deciders.vote import CastVote
+from command_api.executor import CommandExecutor
+from command_api.work import Accepted, WorkItem
 from event_store.postgres import PostgresEventStore
 from event_store.seed import SeedPlan, seed
 from kernel.settings import Settings
 from projectors.es_comments import EsCommentsProjection
 from projectors.es_votes import EsVotesProjection
 from projectors.fence import SwitchFence
+from projectors.judging import CommentHistory
 from projectors.reconciler import Reconciler, ReconcilerConfig
-from projectors.redis_keys import comment_key
+from projectors.redis_keys import comment_key, votes_key
 from projectors.redis_scores import RedisScoresProjection
 from projectors.verify import verify
+from schemas.envelope import Envelope
 from schemas.events import VoteCast, VoteChanged, VoteRetracted
 
 
@@ -122,7 +127,117 @@ async def test_a_repair_never_moves_a_comment_backwards(
     # As if the live projection had applied a later event while the repair was being decided.
     ahead = history[-1].position + 100
     await redis.hset(key, mapping={"pos": ahead, "up": 123})
-    history_of = await PostgresEventStore(clean_store).read_comments([str(comment.comment_id)])
+    read = await PostgresEventStore(clean_store).read_comments([str(comment.comment_id)])
+    history_of = {c: CommentHistory(h) for c, h in read.items()}
     findings = await redis_projection.reconcile(history_of, history[-1].position, repair=True)
     assert findings == []
     assert await redis.hmget(key, ["pos", "up"]) == [str(ahead).encode(), b"123"]
+
+
+class CountingStore(PostgresEventStore):
+    """The real store, counting the events the reconciler reads."""
+
+    events_read = 0
+
+    async def read_comments(
+        self,
+        comment_ids: Sequence[str],
+        until: int | None = None,
+        after: Mapping[str, int] | None = None,
+    ) -> dict[str, list[Envelope]]:
+        histories = await super().read_comments(comment_ids, until, after)
+        self.events_read += sum(map(len, histories.values()))
+        return histories
+
+
+async def _more_votes(
+    pool: AsyncConnectionPool[Any], comment_ids: list[str], count: int
+) -> list[Envelope]:
+    """``count`` new votes on ``comment_ids``, through the command executor; their events."""
+    store = PostgresEventStore(pool)
+    head = await store.head()
+    tag = uuid.uuid4().hex[:6]
+    items = [
+        WorkItem(
+            command=CastVote(
+                comment_id=uuid.UUID(comment_ids[n % len(comment_ids)]),
+                user_id=f"{tag}-{n}",
+                value=1,
+            ),
+            user_id=f"{tag}-{n}",
+        )
+        for n in range(count)
+    ]
+    outcomes = await CommandExecutor(pool, 3600).run(items)
+    assert all(isinstance(o, Accepted) for o in outcomes), outcomes
+    return [e async for batch in store.read_all(after=head) for e in batch]
+
+
+async def test_a_later_pass_reads_only_new_events_and_still_finds_what_drifted(
+    projected: Any, clean_store: AsyncConnectionPool[Any], redis: Redis
+) -> None:
+    config, _, projections, history = projected
+    redis_projection = projections[0]
+    store = CountingStore(clean_store)
+    head = history[-1].position
+    low_water = [head]
+    reconciler = Reconciler(
+        redis_projection,
+        store,
+        SwitchFence(config.pg_dsn, "redis"),
+        lambda: low_water[0],
+        ReconcilerConfig(sweep_batch=10_000),
+    )
+    try:
+        assert await reconciler.run_once() == []
+        assert store.events_read == len(history)  # the first pass reads every history whole
+        commentables = {str(e.event.comment_id): e.event.commentable_id for e in history}
+        hot = sorted(commentables)[:3]
+        new = await _more_votes(clean_store, hot, 30)
+        await redis_projection.apply(new)
+        # A counter of a hot comment drifts, then the next pass.
+        key = comment_key(config.redis_generation, commentables[hot[0]], hot[0])
+        await redis.hincrby(key, "up", 2)
+        store.events_read = 0
+        low_water[0] = new[-1].position
+        found = await reconciler.run_once()
+        # The recent part reads the 30 new events, not the histories; the sweep after it reads
+        # nothing (every fold is up to date).
+        assert store.events_read == len(new)
+        assert {f.comment_id for f in found} == {hot[0]}
+        assert await reconciler.run_once() == []  # repaired
+    finally:
+        await reconciler._fence.close()
+
+
+async def test_a_drifted_old_vote_is_found_once_the_kept_fold_is_read_whole_again(
+    projected: Any, clean_store: AsyncConnectionPool[Any], redis: Redis
+) -> None:
+    config, _, projections, history = projected
+    redis_projection = projections[0]
+    head = history[-1].position
+    for envelope in history:  # a vote that stands in Redis
+        vote = envelope.event
+        if isinstance(vote, VoteCast):
+            votes = votes_key(config.redis_generation, vote.commentable_id, vote.comment_id)
+            if await redis.hget(votes, vote.user_id):
+                break
+    for kept_seconds, finds in ((600.0, False), (0.0, True)):
+        reconciler = Reconciler(
+            redis_projection,
+            PostgresEventStore(clean_store),
+            SwitchFence(config.pg_dsn, "redis"),
+            lambda: head,
+            ReconcilerConfig(sweep_batch=10_000, kept_seconds=kept_seconds),
+        )
+        try:
+            assert await reconciler.run_once() == []
+            # One old voter's vote flips; the count of votes stays the same.
+            value = int(await redis.hget(votes, vote.user_id) or 0)
+            await redis.hset(votes, vote.user_id, -value)
+            found = {f.comment_id for f in await reconciler.run_once()}
+            assert (str(vote.comment_id) in found) is finds, found
+            if not finds:
+                await redis.hset(votes, vote.user_id, value)
+        finally:
+            await reconciler._fence.close()

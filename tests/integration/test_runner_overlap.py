@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from event_store.partitioning import partition_for
 from kernel.settings import Settings
 from projectors import runner as runner_module
-from projectors.judging import Finding
+from projectors.judging import CommentHistory, Finding
 from projectors.redis_scores import RedisScoresProjection
 from projectors.runner import ProjectorRunner
 from schemas.envelope import Envelope
@@ -103,7 +103,7 @@ class _Watched:
         await self._inner.mark_intact()
 
     async def reconcile(
-        self, histories: dict[str, list[Envelope]], low_water: int, repair: bool
+        self, histories: Mapping[str, CommentHistory], low_water: int, repair: bool
     ) -> list[Finding]:
         return await self._inner.reconcile(histories, low_water, repair)
 

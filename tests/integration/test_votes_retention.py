@@ -16,6 +16,7 @@ from elasticsearch import AsyncElasticsearch
 from kernel.settings import Settings
 from projectors.es_votes import EsVotesProjection, vote_document
 from projectors.es_votes_retention import VotesRetention, within
+from projectors.judging import CommentHistory
 from schemas.envelope import Envelope
 from tests.histories import build_history
 
@@ -66,7 +67,8 @@ async def test_votes_older_than_the_retention_are_not_written(es: Any) -> None:
     histories: dict[str, list[Envelope]] = {}
     for e in events:
         histories.setdefault(str(e.event.comment_id), []).append(e)
-    assert await projection.reconcile(histories, events[-1].position, repair=True) == []
+    whole = {c: CommentHistory(h) for c, h in histories.items()}
+    assert await projection.reconcile(whole, events[-1].position, repair=True) == []
     assert await stored_ids(client, alias) == recent
 
 

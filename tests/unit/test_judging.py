@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projectors.judging import StoredComment, judge, truth_at
+from projectors.judging import CommentHistory, StoredComment, judge, truth_at
 from schemas.envelope import Envelope
 from schemas.events import CommentPosted, Event, VoteCast, VoteChanged
 
@@ -34,6 +34,7 @@ HISTORY = [
         12, VoteChanged(comment_id=COMMENT, commentable_id="p", user_id="u", value=-1, previous=1)
     ),
 ]
+WHOLE = CommentHistory(HISTORY)
 
 
 def stored(position: int, up: int, down: int, votes: dict[str, int] | None = None) -> StoredComment:
@@ -41,31 +42,31 @@ def stored(position: int, up: int, down: int, votes: dict[str, int] | None = Non
 
 
 def test_a_comment_that_equals_its_fold_is_fine() -> None:
-    assert judge(stored(12, 1, 1, {"u": -1, "v": 1}), HISTORY, low_water=12) is None
+    assert judge(stored(12, 1, 1, {"u": -1, "v": 1}), WHOLE, low_water=12) is None
 
 
 def test_a_comment_behind_is_judged_at_its_own_position() -> None:
     # It applied up to 9: two up-votes then. Right for its position, and not yet due for 12.
-    assert judge(stored(9, 2, 0), HISTORY, low_water=10) is None
+    assert judge(stored(9, 2, 0), WHOLE, low_water=10) is None
 
 
 def test_a_comment_behind_what_its_projection_claims_has_lost_events() -> None:
-    assert judge(stored(9, 2, 0), HISTORY, low_water=12) == "position is 9 but should be 12"
+    assert judge(stored(9, 2, 0), WHOLE, low_water=12) == "position is 9 but should be 12"
 
 
 def test_wrong_counts_at_the_right_position_are_named() -> None:
-    assert judge(stored(12, 2, 0), HISTORY, low_water=12) == (
+    assert judge(stored(12, 2, 0), WHOLE, low_water=12) == (
         "up is 2 but should be 1, down is 0 but should be 1"
     )
 
 
 def test_a_missing_comment_is_wrong_only_once_it_is_due() -> None:
-    assert judge(None, HISTORY, low_water=11) is None
-    assert judge(None, HISTORY, low_water=12) == "missing (the log has it at position 12)"
+    assert judge(None, WHOLE, low_water=11) is None
+    assert judge(None, WHOLE, low_water=12) == "missing (the log has it at position 12)"
 
 
 def test_a_comment_that_moved_on_since_the_history_was_read_is_not_judged() -> None:
-    assert judge(stored(15, 0, 0), HISTORY, low_water=15) is None
+    assert judge(stored(15, 0, 0), WHOLE, low_water=15) is None
 
 
 @given(cut=st.integers(0, 4), skip=st.integers(0, 3))
@@ -77,7 +78,7 @@ def test_a_fold_with_an_event_left_out_is_always_caught(cut: int, skip: int) -> 
     assert truth is not None
     view = truth.view
     wrong = stored(kept[-1].position, view.up, view.down, truth.votes)
-    verdict = judge(wrong, HISTORY, low_water=12)
+    verdict = judge(wrong, WHOLE, low_water=12)
     if applied == kept:
         assert verdict is None or "position" in verdict
     else:
