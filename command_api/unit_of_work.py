@@ -137,7 +137,8 @@ async def run_batch(
             return [o if o is not None else RuntimeError("command not processed") for o in outcomes]
 
         try:
-            positions = await append_and_commit(cur, writer.pending, side_writes)
+            # The events carry the time the replies and the comment rows were given.
+            positions = await append_and_commit(cur, writer.pending, side_writes, now)
         except CommitOutcomeUnknown as exc:
             first = writer.pending[0].event_id if writer.pending else None
             raise BatchOutcomeUnknown(str(exc), first, answers) from exc

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import msgspec
@@ -56,8 +57,9 @@ _APPEND_CTES = """e AS (
         schema_version int2, data jsonb, metadata jsonb, key text)
 ), inserted AS (
     INSERT INTO events (position, event_id, stream_id, stream_version, type, schema_version,
-                        data, metadata)
-    SELECT position, event_id, stream_id, stream_version, type, schema_version, data, metadata
+                        data, metadata, recorded_at)
+    SELECT position, event_id, stream_id, stream_version, type, schema_version, data, metadata,
+           COALESCE(%(recorded_at)s::timestamptz, now())
     FROM e
 ), queued AS (
     INSERT INTO outbox (position, key) SELECT position, key FROM e
@@ -145,13 +147,16 @@ async def append_and_commit(
     cur: AsyncClientCursor[TupleRow],
     pending: Sequence[PendingEvent],
     side_writes: Sequence[SideWrite] = (),
+    recorded_at: datetime | None = None,
 ) -> list[int]:
     """Like ``append_pending``, then COMMIT, in one message to the server.
 
     The server commits right after the append, so the log head lock is never held while the
     client is busy elsewhere. On error the transaction is left aborted: roll it back.
+    ``recorded_at``: the events' time, when the caller has already answered with it (the
+    transaction's start by default).
     """
-    query, params = _append_statement(pending, side_writes)
+    query, params = _append_statement(pending, side_writes, recorded_at)
     message = cur.mogrify(query, params) + ";\nCOMMIT"
     try:
         with _translated_errors(), HEAD_LOCK_SECONDS.time():
@@ -165,13 +170,16 @@ async def append_and_commit(
 
 
 def _append_statement(
-    pending: Sequence[PendingEvent], side_writes: Sequence[SideWrite]
+    pending: Sequence[PendingEvent],
+    side_writes: Sequence[SideWrite],
+    recorded_at: datetime | None = None,
 ) -> tuple[str, dict[str, Any]]:
     ctes = [_TAKE_POSITIONS, _APPEND_CTES] if pending else [_READ_HEAD]
     params: dict[str, Any] = {}
     if pending:
         params = {
             "n": len(pending),
+            "recorded_at": recorded_at,
             "events": json_rows(
                 [
                     {
