@@ -174,11 +174,11 @@ async def _more_votes(
 
 
 async def test_a_later_pass_reads_only_new_events_and_still_finds_what_drifted(
-    projected: Any, clean_store: AsyncConnectionPool[Any], redis: Redis
+    projected: Any, apool: AsyncConnectionPool[Any], redis: Redis
 ) -> None:
     config, _, projections, history = projected
     redis_projection = projections[0]
-    store = CountingStore(clean_store)
+    store = CountingStore(apool)
     head = history[-1].position
     low_water = [head]
     reconciler = Reconciler(
@@ -193,7 +193,7 @@ async def test_a_later_pass_reads_only_new_events_and_still_finds_what_drifted(
         assert store.events_read == len(history)  # the first pass reads every history whole
         commentables = {str(e.event.comment_id): e.event.commentable_id for e in history}
         hot = sorted(commentables)[:3]
-        new = await _more_votes(clean_store, hot, 30)
+        new = await _more_votes(apool, hot, 30)
         await redis_projection.apply(new)
         # A counter of a hot comment drifts, then the next pass.
         key = comment_key(config.redis_generation, commentables[hot[0]], hot[0])
