@@ -45,17 +45,26 @@ class Chain:
         return max(self.last.values(), default=0)
 
 
+# The first outbox rows, then each one's event looked up by key (``LIMIT 1`` keeps the lookup
+# a lookup). Joined freely, the planner may scan the events instead, from the first position:
+# a merge join, or a nested loop over the events with the outbox scanned once per event when
+# its statistics say the outbox is nearly empty, which a drained outbox often is. Either costs
+# seconds a batch as the log grows: the lease runs out and the projections stand still.
 _BATCH = """
-SELECT o.position, o.key, e.type, convert_to(
-    json_build_object(
-        'event_id', e.event_id, 'stream_id', e.stream_id, 'stream_version', e.stream_version,
-        'position', e.position, 'occurred_at', e.recorded_at,
-        'correlation_id', e.metadata->>'correlation_id',
-        'causation_id', e.metadata->>'causation_id', 'event', e.data)::text, 'UTF8'),
-    e.metadata->>'traceparent', e.metadata->>'correlation_id'
-FROM outbox o JOIN events e ON e.position = o.position
-WHERE o.position > %s
-ORDER BY o.position LIMIT %s
+SELECT o.position, o.key, e.type, e.envelope, e.traceparent, e.correlation_id
+FROM (
+    SELECT position, key FROM outbox WHERE position > %s ORDER BY position LIMIT %s
+) AS o CROSS JOIN LATERAL (
+    SELECT type, convert_to(
+        json_build_object(
+            'event_id', event_id, 'stream_id', stream_id, 'stream_version', stream_version,
+            'position', position, 'occurred_at', recorded_at,
+            'correlation_id', metadata->>'correlation_id',
+            'causation_id', metadata->>'causation_id', 'event', data)::text, 'UTF8') AS envelope,
+        metadata->>'traceparent' AS traceparent, metadata->>'correlation_id' AS correlation_id
+    FROM events WHERE events.position = o.position LIMIT 1
+) AS e
+ORDER BY o.position
 """
 
 
@@ -123,8 +132,8 @@ async def backlog(conn: AsyncConnection[Any]) -> tuple[int, float]:
         await conn.execute(
             # Outbox positions are contiguous, so max - min + 1 counts them cheaply.
             "SELECT (SELECT max(position) - min(position) + 1 FROM outbox),"
-            " (SELECT extract(epoch FROM now() - e.recorded_at) FROM outbox o"
-            "  JOIN events e ON e.position = o.position ORDER BY o.position LIMIT 1)"
+            " (SELECT extract(epoch FROM now() - recorded_at) FROM events"
+            "  WHERE position = (SELECT min(position) FROM outbox))"
         )
     ).fetchone()
     depth, age = row if row else (None, None)
