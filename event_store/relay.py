@@ -202,31 +202,37 @@ class OutboxRelay:
                 return 0
             partitions = await self._follow_topic(conn, producer)
             last = dict(self.chain.last)
-            sends = []
-            with tracing.spans_ended() as spans:
-                for row in rows:
-                    partition = partition_for(row.key, partitions)
-                    span = tracing.start_message_span(
-                        row.traceparent,
-                        f"publish {config.topic}",
-                        SpanKind.PRODUCER,
-                        config.topic,
-                        partition,
-                        row.position,
-                    )
-                    spans.append(span)
-                    headers = self._headers(row, last.get(partition, 0), span)
-                    last[partition] = row.position
-                    sends.append(
-                        await producer.send(
+
+            async def send_all() -> None:
+                sends = []
+                with tracing.spans_ended() as spans:
+                    for row in rows:
+                        partition = partition_for(row.key, partitions)
+                        span = tracing.start_message_span(
+                            row.traceparent,
+                            f"publish {config.topic}",
+                            SpanKind.PRODUCER,
                             config.topic,
-                            row.envelope,
-                            key=row.key.encode(),
-                            partition=partition,
-                            headers=encode_headers(headers),
+                            partition,
+                            row.position,
                         )
-                    )
-                await self._bounded(asyncio.gather(*sends))
+                        spans.append(span)
+                        headers = self._headers(row, last.get(partition, 0), span)
+                        last[partition] = row.position
+                        # send() itself waits while the producer's buffer for a partition is
+                        # full, as long as a request is unanswered: bounded with the acks.
+                        sends.append(
+                            await producer.send(
+                                config.topic,
+                                row.envelope,
+                                key=row.key.encode(),
+                                partition=partition,
+                                headers=encode_headers(headers),
+                            )
+                        )
+                    await asyncio.gather(*sends)
+
+            await self._bounded(send_all())
             changed = {p: pos for p, pos in last.items() if self.chain.last.get(p) != pos}
             await outbox.commit_batch(
                 conn, self.lease, rows[0].position, rows[-1].position, changed
@@ -262,24 +268,28 @@ class OutboxRelay:
         # An idle relay must notice a re-created topic too, or it would send watermarks to
         # partitions that no longer exist, forever.
         partitions = await self._follow_topic(None, producer)
-        sends = [
-            await producer.send(
-                self._config.topic,
-                b"",
-                partition=partition,
-                headers=encode_headers(
-                    MessageHeaders(
-                        kind=WATERMARK,
-                        position=published,
-                        prev=self.chain.last.get(partition, 0),
-                        epoch=self.chain.epoch,
-                        partitions=self.chain.partitions,
-                    )
-                ),
-            )
-            for partition in range(partitions)
-        ]
-        await self._bounded(asyncio.gather(*sends))
+
+        async def send_all() -> None:
+            sends = [
+                await producer.send(
+                    self._config.topic,
+                    b"",
+                    partition=partition,
+                    headers=encode_headers(
+                        MessageHeaders(
+                            kind=WATERMARK,
+                            position=published,
+                            prev=self.chain.last.get(partition, 0),
+                            epoch=self.chain.epoch,
+                            partitions=self.chain.partitions,
+                        )
+                    ),
+                )
+                for partition in range(partitions)
+            ]
+            await asyncio.gather(*sends)
+
+        await self._bounded(send_all())
         self._watermarked_at = time.monotonic()
         self._watermarked = published
 
