@@ -166,7 +166,31 @@ class RedisScoresProjection:
         """Compare each comment with the fold of its history; repair it when asked."""
         generation = await self.generations.current()
         items = [(cid, h) for cid, h in histories.items() if h]
-        # A history on top of a kept fold needs only its new voters' votes and the count.
+        first = await self._stored(generation, items)
+        suspects = [(cid, h) for cid, h in items if judge(first[cid], h, low_water) is not None]
+        # The reads of a comment's hash and of its votes are not atomic: a live batch applied
+        # between them shows newer votes than the position read. A comment is wrong only if a
+        # second read at the same position says so too.
+        again = await self._stored(generation, suspects) if suspects else {}
+        findings = []
+        for comment_id, history in suspects:
+            before, now = first[comment_id], again[comment_id]
+            if before is not None and (now is None or now.position != before.position):
+                continue  # moved on meanwhile: the next pass looks again
+            detail = judge(now, history, low_water)
+            if detail:
+                findings.append(Finding(self.name, comment_id, detail))
+        if repair and findings:
+            wrong = {f.comment_id for f in findings}
+            for written in await self.generations.written():
+                await self._repair(written, [histories[c] for c in wrong])
+        return findings
+
+    async def _stored(
+        self, generation: str, items: Sequence[tuple[str, CommentHistory]]
+    ) -> dict[str, StoredComment | None]:
+        """What Redis holds for each comment; on top of a kept fold, only the new voters'
+        votes and the count of all."""
         voters = {cid: sorted(h.voters()) if h.known else None for cid, h in items}
         async with self._redis.pipeline(transaction=False) as pipe:
             for comment_id, history in items:
@@ -184,8 +208,8 @@ class RedisScoresProjection:
                     if some:
                         pipe.hmget(votes_key, some)
             rows = iter(await pipe.execute())
-        findings = []
-        for comment_id, history in items:
+        stored: dict[str, StoredComment | None] = {}
+        for comment_id, _ in items:
             await asyncio.sleep(0)  # the live batches go on between comments
             raw = next(rows)
             some = voters[comment_id]
@@ -196,9 +220,9 @@ class RedisScoresProjection:
                 count = int(next(rows))
                 values = next(rows) if some else []
                 votes = {u: int(v) for u, v in zip(some, values, strict=True) if v is not None}
-            stored = None
+            stored[comment_id] = None
             if raw[3] is not None:
-                stored = StoredComment(
+                stored[comment_id] = StoredComment(
                     position=int(raw[3]),
                     up=int(raw[0] or 0),
                     down=int(raw[1] or 0),
@@ -207,14 +231,7 @@ class RedisScoresProjection:
                     votes_of=None if some is None else frozenset(some),
                     vote_count=count,
                 )
-            detail = judge(stored, history, low_water)
-            if detail:
-                findings.append(Finding(self.name, comment_id, detail))
-        if repair and findings:
-            wrong = {f.comment_id for f in findings}
-            for written in await self.generations.written():
-                await self._repair(written, [histories[c] for c in wrong])
-        return findings
+        return stored
 
     async def _repair(self, generation: str, histories: Iterable[CommentHistory]) -> None:
         """Write each comment's fold, guarded by position, one call per commentable."""
