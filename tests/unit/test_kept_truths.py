@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,20 +19,10 @@ from schemas.events import (
     VoteChanged,
     VoteRetracted,
 )
+from tests.unit.test_judging import envelope
 
 COMMENT = uuid.uuid4()
 USERS = ["u", "v", "w", "x"]
-
-
-def envelope(position: int, event: Event) -> Envelope:
-    return Envelope(
-        event_id=uuid.uuid4(),
-        stream_id="s",
-        stream_version=position,
-        position=position,
-        occurred_at=datetime.now(UTC),
-        event=event,
-    )
 
 
 @st.composite
